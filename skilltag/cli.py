@@ -1,0 +1,125 @@
+"""Command line: thin click wrappers that parse options and call the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from skilltag.encoder import Encoder, EncoderError
+from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark
+from skilltag.index import HnswParams, SkillIndex, SkillIndexError
+from skilltag.taxonomy import ENV_VAR as TAXONOMY_ENV_VAR
+from skilltag.taxonomy import TaxonomyError, load_taxonomy
+
+USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError)
+
+taxonomy_option = click.option(
+    "--taxonomy",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="ESCO skills_en.csv (default: $SKILLTAG_ESCO).",
+)
+model_option = click.option(
+    "--model",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Local sentence-transformers model directory (default: $SKILLTAG_MODEL, else all-MiniLM-L6-v2).",
+)
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="cuda, cpu, mps, cuda:1 ... (auto: CUDA with fp16 if present)."
+)
+
+
+class SkilltagGroup(click.Group):
+    """Turns the library's expected failures into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=SkilltagGroup)
+@click.version_option(package_name="skilltag")
+def main() -> None:
+    """Tag job ads with ESCO skills: generate -> train -> index -> tag -> evaluate."""
+
+
+@main.command("index")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Index directory.")
+@taxonomy_option
+@model_option
+@device_option
+@click.option("--alt-labels/--no-alt-labels", default=False, show_default=True,
+              help="Also embed ESCO alt labels as extra vectors of their skill.")
+@click.option("--hnsw-m", default=HnswParams.M, show_default=True, help="HNSW graph degree.")
+@click.option("--ef-construction", default=HnswParams.ef_construction, show_default=True)
+@click.option("--ef", default=HnswParams.ef, show_default=True, help="HNSW search breadth (recall vs speed).")
+def index_cmd(output, taxonomy, model, device, alt_labels, hnsw_m, ef_construction, ef):
+    """Embed every ESCO skill and build an HNSW skill index."""
+    tax = load_taxonomy(taxonomy)
+    encoder = Encoder(model, device=device)
+    params = HnswParams(M=hnsw_m, ef_construction=ef_construction, ef=ef)
+    idx = SkillIndex.build(tax, encoder, alt_labels=alt_labels, params=params, show_progress=sys.stderr.isatty())
+    path = idx.save(output)
+    m = idx.manifest
+    Console(stderr=True).print(
+        f"index {path}: {m.n_skills} skills, {m.n_vectors} vectors, dim {m.dim}, "
+        f"ESCO {m.taxonomy_version}, built in {m.build_seconds:.1f}s"
+    )
+
+
+def load_or_build_index(index_dir, taxonomy, encoder: Encoder) -> SkillIndex:
+    """The saved index if given (checked against model and taxonomy), else one built in memory."""
+    if index_dir:
+        given = taxonomy or os.environ.get(TAXONOMY_ENV_VAR)
+        tax_sha = load_taxonomy(given).sha256 if given else None
+        return SkillIndex.load(index_dir, model_sha256=encoder.info.sha256, taxonomy_sha256=tax_sha)
+    return SkillIndex.build(load_taxonomy(taxonomy), encoder, show_progress=sys.stderr.isatty())
+
+
+@main.command("evaluate")
+@click.argument("benchmarks", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@taxonomy_option
+@model_option
+@device_option
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
+              help="Use a saved index (default: embed the taxonomy now).")
+@click.option("--search", type=click.Choice(["exact", "hnsw"]), default="exact", show_default=True,
+              help="exact ranks all skills (paper protocol); hnsw ranks the index's top 100.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate_cmd(benchmarks, taxonomy, model, device, index_dir, search, as_json):
+    """Rank all ESCO skills for each benchmark sentence; report RP@5, RP@10 and MRR."""
+    encoder = Encoder(model, device=device)
+    idx = load_or_build_index(index_dir, taxonomy, encoder)
+    label_to_id = {label: i for i, label in enumerate(idx.labels)}
+    uri_to_id = {uri: i for i, uri in enumerate(idx.uris)}
+    results = [
+        evaluate(idx, encoder, load_benchmark(path, label_to_id, uri_to_id), search=search) for path in benchmarks
+    ]
+    if as_json:
+        click.echo(json.dumps({
+            "model": encoder.info.name, "model_sha256": encoder.info.sha256, "search": search,
+            "results": [{"benchmark": r.name, "n": r.scores.n, "rp5": r.scores.rp5, "rp10": r.scores.rp10,
+                         "mrr": r.scores.mrr} for r in results],
+        }, indent=2))
+        return
+    table = Table(title=f"{encoder.info.name} · {search} search · {len(idx)} skills")
+    for col in ("benchmark", "sentences", "RP@5", "RP@10", "MRR"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for r in results:
+        s = r.scores
+        table.add_row(r.name, str(s.n), f"{s.rp5:.2f}", f"{s.rp10:.2f}", f"{s.mrr:.2f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
