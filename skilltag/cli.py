@@ -11,13 +11,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from skilltag.corpus import CorpusError, Fields
 from skilltag.encoder import Encoder, EncoderError
 from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark
 from skilltag.index import HnswParams, SkillIndex, SkillIndexError
+from skilltag.job import DEFAULT_BATCH_ADS, DEFAULT_SHARD_SIZE, TagJob, run_tag_job
+from skilltag.rundir import RunMismatchError
+from skilltag.tagger import TagConfig, Tagger
 from skilltag.taxonomy import ENV_VAR as TAXONOMY_ENV_VAR
 from skilltag.taxonomy import TaxonomyError, load_taxonomy
 
-USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError)
+USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError)
 
 taxonomy_option = click.option(
     "--taxonomy",
@@ -119,6 +123,65 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, index_dir, search, as_json
         s = r.scores
         table.add_row(r.name, str(s.n), f"{s.rp5:.2f}", f"{s.rp10:.2f}", f"{s.mrr:.2f}")
     Console().print(table)
+
+
+@main.command("tag")
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Output directory: one part file per shard, rejects/, _summary.json.")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), default=None,
+              help="Saved skill index (default: embed the taxonomy now, ~20 s on CPU).")
+@taxonomy_option
+@model_option
+@device_option
+@click.option("--id-field", default="id", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--keep", default="", help="Comma-separated input fields copied to the output (as strings).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
+@click.option("--threshold", default=TagConfig.threshold, show_default=True, help="Minimum cosine for a skill.")
+@click.option("--max-skills", default=TagConfig.max_skills, show_default=True, help="Skills kept per ad.")
+@click.option("--top-k", default=TagConfig.top_k, show_default=True, help="Skills looked up per sentence.")
+@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, show_default=True,
+              help="Records per shard (the unit of output files and resume).")
+@click.option("--batch-ads", default=DEFAULT_BATCH_ADS, show_default=True,
+              help="Ads whose sentences are encoded together.")
+@click.option("--batch-size", default=None, type=int, help="Encoder batch size (default 64 CPU, 256 GPU).")
+def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, text_field, keep, fmt, threshold,
+            max_skills, top_k, shard_size, batch_ads, batch_size):
+    """Tag a corpus of job ads (JSONL/Parquet file, directory or glob) with ESCO skills.
+
+    Rerunning the same command resumes: finished shards are skipped.
+    """
+    fields = Fields(id=id_field, text=text_field, keep=tuple(k.strip() for k in keep.split(",") if k.strip()))
+    encoder = Encoder(model, device=device, batch_size=batch_size)
+    idx = load_or_build_index(index_dir, taxonomy, encoder)
+    tagger = Tagger(encoder, idx, TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills))
+    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads)
+    summary = run_tag_job(job, tagger)
+    print_tag_summary(summary)
+
+
+def print_tag_summary(summary: dict) -> None:
+    run = summary["this_run"]
+    table = Table(title=f"skilltag tag -> {summary['output']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("records", summary["records"]),
+        ("ads tagged", summary["ads"]),
+        ("rejected", summary["rejects"]),
+        *((f"  {reason}", n) for reason, n in summary["reject_reasons"].items()),
+        ("sentences", summary["sentences"]),
+        ("skills", summary["skills"]),
+        ("shards (skipped as done)", f"{summary['shards']} ({summary['shards_skipped']})"),
+        ("this run: ads/s", f"{run['ads_per_s']:,.1f}"),
+        ("this run: sentences/s", f"{run['sentences_per_s']:,.1f}"),
+        ("this run: seconds", f"{run['seconds']:,.1f}"),
+    ]
+    for what, value in rows:
+        table.add_row(what, str(value))
+    Console(stderr=True).print(table)
+    Console(stderr=True).print(f"summary: {summary['output']}/_summary.json; rejects: {summary['output']}/rejects/")
 
 
 if __name__ == "__main__":

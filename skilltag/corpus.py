@@ -1,0 +1,252 @@
+"""Job-ad input: find the files, plan fixed shards over them, read one shard at a time.
+
+A shard is a fixed run of records (non-blank JSONL lines or Parquet rows) of one file, so its
+boundaries never depend on earlier runs and a rerun can skip finished shards by name. Every record
+of a shard comes back either as an ad or as a :class:`Reject` with a reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+RAW_SNIPPET_CHARS = 2000
+
+
+class CorpusError(Exception):
+    """The input cannot be found or does not have the fields asked for."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str  # "jsonl" | "parquet"
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    name: str
+    file: InputFile
+    start: int  # first record (0-based) of the file in this shard
+    count: int
+    byte_offset: int = 0  # JSONL: where the shard's first line starts
+
+
+@dataclass(frozen=True)
+class Reject:
+    source: str
+    record: int  # 0-based record number within the source file
+    reason: str
+    detail: str
+    raw: str | None = None
+
+
+@dataclass
+class AdBatch:
+    """Valid ads of one shard, column-wise, in input order."""
+
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    keep: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Fields:
+    id: str = "id"
+    text: str = "text"
+    keep: tuple[str, ...] = ()
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    return None
+
+
+def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
+    """A file, a directory of shards (recursively) or a glob; files sorted by path for a stable order."""
+    spec = str(spec)
+    p = Path(spec)
+    if p.is_dir():
+        candidates = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith((".", "_")))
+        paths = [q for q in candidates if _format_of(q)]
+    elif p.is_file():
+        paths = [p]
+    else:
+        paths = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
+    if not paths:
+        raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
+    out = []
+    for q in paths:
+        fmt = _format_of(q)
+        if fmt is None:
+            raise CorpusError(f"{q}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet")
+        st = q.stat()
+        out.append(InputFile(str(q.resolve()), fmt, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def check_fields(file: InputFile, fields: Fields) -> None:
+    """Parquet has a schema: a missing column is a usage error, caught before any work is done."""
+    if file.format != "parquet":
+        return
+    names = pq.read_schema(file.path).names
+    for label, name in (("--id-field", fields.id), ("--text-field", fields.text)):
+        if name not in names:
+            raise CorpusError(f"{file.path}: no column {name!r} ({label}); its columns are: {', '.join(names)}")
+
+
+def plan_shards(files: list[InputFile], shard_size: int) -> tuple[list[Shard], int]:
+    """Shards over all files and the number of blank JSONL lines skipped (they hold no record)."""
+    if shard_size < 1:
+        raise ValueError("shard size must be at least 1")
+    shards: list[Shard] = []
+    blank = 0
+    for fi, f in enumerate(files):
+        if f.format == "parquet":
+            n = pq.ParquetFile(f.path).metadata.num_rows
+            starts = [(s, 0) for s in range(0, n, shard_size)]
+        else:
+            starts, n, b = _jsonl_shard_starts(f.path, shard_size)
+            blank += b
+        for si, (start, offset) in enumerate(starts):
+            name = f"part-{fi:05d}-{si:05d}"
+            shards.append(Shard(name, f, start, min(shard_size, n - start), offset))
+    return shards, blank
+
+
+def _jsonl_shard_starts(path: str, shard_size: int) -> tuple[list[tuple[int, int]], int, int]:
+    starts: list[tuple[int, int]] = []
+    n = blank = 0
+    offset = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                if n % shard_size == 0:
+                    starts.append((n, offset))
+                n += 1
+            else:
+                blank += 1
+            offset += len(line)
+    return starts, n, blank
+
+
+def _to_keep_value(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _check_ad(
+    rec_id, text, fields: Fields, seen_ids: set[str]
+) -> tuple[str | None, str | None, str]:
+    """(id, reason, detail): the normalised id, or the reason the record is rejected."""
+    if rec_id is None:
+        return None, "missing_id", f"no {fields.id!r} field"
+    if isinstance(rec_id, bool) or not isinstance(rec_id, (str, int)):
+        return None, "invalid_id", f"{fields.id!r} must be a string or integer, got {type(rec_id).__name__}"
+    ad_id = str(rec_id)
+    if not ad_id.strip():
+        return None, "missing_id", f"{fields.id!r} is empty"
+    if text is None:
+        return None, "missing_text", f"no {fields.text!r} field"
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, "undecodable_bytes", f"{fields.text!r} is not UTF-8 ({e.reason} at byte {e.start})"
+    if not isinstance(text, str):
+        return None, "non_string_text", f"{fields.text!r} must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return None, "empty_text", f"{fields.text!r} is empty or blank"
+    if ad_id in seen_ids:
+        return None, "duplicate_id", f"id {ad_id!r} already seen earlier in the input"
+    return ad_id, None, ""
+
+
+def _add(batch: AdBatch, ad_id: str, text, fields: Fields, rec: dict) -> None:
+    batch.ids.append(ad_id)
+    batch.texts.append(text.decode("utf-8") if isinstance(text, bytes) else text)
+    for k in fields.keep:
+        batch.keep[k].append(_to_keep_value(rec.get(k)))
+
+
+def _iter_jsonl_records(shard: Shard) -> Iterator[tuple[int, bytes]]:
+    with open(shard.file.path, "rb") as fh:
+        fh.seek(shard.byte_offset)
+        record = shard.start
+        for line in fh:
+            if not line.strip():
+                continue
+            if record >= shard.start + shard.count:
+                return
+            yield record, line
+            record += 1
+
+
+def read_shard(shard: Shard, fields: Fields, seen_ids: set[str]) -> tuple[AdBatch, list[Reject]]:
+    """Valid ads and rejects of one shard; accepted ids are added to ``seen_ids``."""
+    batch = AdBatch(keep={k: [] for k in fields.keep})
+    rejects: list[Reject] = []
+    source = shard.file.path
+    for record, rec, raw in _records(shard, fields):
+        if isinstance(rec, Reject):
+            rejects.append(rec)
+            continue
+        ad_id, reason, detail = _check_ad(rec.get(fields.id), rec.get(fields.text), fields, seen_ids)
+        if reason:
+            rejects.append(Reject(source, record, reason, detail, raw()))
+            continue
+        seen_ids.add(ad_id)
+        _add(batch, ad_id, rec.get(fields.text), fields, rec)
+    return batch, rejects
+
+
+def _snippet(text: str) -> str:
+    return text if len(text) <= RAW_SNIPPET_CHARS else text[:RAW_SNIPPET_CHARS] + "…"
+
+
+def _records(shard: Shard, fields: Fields):
+    """(record number, dict or Reject, lazy raw snippet) for every record of the shard."""
+    source = shard.file.path
+    if shard.file.format == "parquet":
+        columns = list(dict.fromkeys((fields.id, fields.text, *fields.keep)))
+        present = [c for c in columns if c in pq.read_schema(source).names]
+        frame = pl.scan_parquet(source).slice(shard.start, shard.count).select(present).collect()
+        for i, row in enumerate(frame.iter_rows(named=True)):
+            yield shard.start + i, row, lambda row=row: _snippet(json.dumps(row, ensure_ascii=False, default=repr))
+        return
+    for record, line in _iter_jsonl_records(shard):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raw = _snippet(line.decode("utf-8", errors="replace"))
+            yield record, Reject(source, record, "undecodable_bytes", f"line is not UTF-8 ({e.reason})", raw), None
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield record, Reject(source, record, "invalid_json", f"{e.msg} at column {e.colno}", _snippet(text)), None
+            continue
+        if not isinstance(rec, dict):
+            detail = f"a JSON {type(rec).__name__}, not an object"
+            yield record, Reject(source, record, "not_an_object", detail, _snippet(text)), None
+            continue
+        yield record, rec, lambda text=text: _snippet(text.rstrip("\n"))

@@ -1,0 +1,169 @@
+"""A tagging job over a corpus: shards in, one part file + marker per shard out, resumable.
+
+The per-ad work is ``skilltag.tagger``; this module adds what a nightly batch needs around it:
+fixed shards, skip-what-is-done on rerun, reject files, a refusal to mix two different jobs in
+one output directory, progress, and a summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from skilltag import __version__
+from skilltag.corpus import AdBatch, Fields, InputFile, check_fields, discover_inputs, plan_shards, read_shard
+from skilltag.progress import JobProgress
+from skilltag.rundir import RunDir, ShardStats
+from skilltag.tagger import SkillHit, StageTimes, Tagger
+
+DEFAULT_SHARD_SIZE = 5000
+DEFAULT_BATCH_ADS = 256
+
+SKILL_STRUCT = pl.Struct(
+    {"uri": pl.String, "label": pl.String, "score": pl.Float32, "evidence": pl.String, "sentence_index": pl.Int32}
+)
+
+
+@dataclass(frozen=True)
+class TagJob:
+    inputs: str
+    output: str
+    fields: Fields = Fields()
+    fmt: str = "parquet"
+    shard_size: int = DEFAULT_SHARD_SIZE
+    batch_ads: int = DEFAULT_BATCH_ADS
+
+
+def output_schema(keep: tuple[str, ...]) -> dict:
+    return {
+        "id": pl.String,
+        **{k: pl.String for k in keep},
+        "skills": pl.List(SKILL_STRUCT),
+        "n_sentences": pl.Int32,
+        "truncated": pl.Boolean,
+    }
+
+
+def fingerprint(job: TagJob, files: list[InputFile], tagger: Tagger) -> dict:
+    """Everything that changes a part file's content; a resume must match it exactly."""
+    index_manifest = asdict(tagger.index.manifest)
+    index_manifest.pop("build_seconds", None)
+    return {
+        "inputs": [[f.path, f.size, f.mtime_ns] for f in files],
+        "fields": asdict(job.fields),
+        "format": job.fmt,
+        "shard_size": job.shard_size,
+        "tag_config": asdict(tagger.cfg),
+        "model_sha256": tagger.encoder.info.sha256,
+        "index": hashlib.sha256(repr(sorted(index_manifest.items())).encode()).hexdigest(),
+    }
+
+
+def to_frame(batch: AdBatch, skills: list[list[SkillHit]], n_sentences, truncated, keep) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": batch.ids,
+            **{k: batch.keep[k] for k in keep},
+            "skills": [[asdict(h) for h in ad] for ad in skills],
+            "n_sentences": n_sentences,
+            "truncated": truncated,
+        },
+        schema=output_schema(keep),
+    )
+
+
+def tag_batch(tagger: Tagger, batch: AdBatch, batch_ads: int, times: StageTimes):
+    """Tag a shard's ads in encoder-sized slices; returns skills, sentence counts, truncation flags, distinct."""
+    skills: list[list[SkillHit]] = []
+    n_sentences: list[int] = []
+    truncated: list[bool] = []
+    distinct = 0
+    for start in range(0, len(batch), batch_ads):
+        tagged = tagger.tag(batch.texts[start : start + batch_ads])
+        skills.extend(tagged.skills)
+        n_sentences.extend(tagged.n_sentences.tolist())
+        truncated.extend(tagged.truncated.tolist())
+        distinct += tagged.n_unique_sentences
+        times.add(tagged.times)
+    return skills, n_sentences, truncated, distinct
+
+
+def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> dict:
+    files = discover_inputs(job.inputs)
+    for f in files:
+        check_fields(f, job.fields)
+    shards, blank_lines = plan_shards(files, job.shard_size)
+    run = RunDir(job.output, job.fmt)
+    run.open(fingerprint(job, files, tagger))
+
+    seen_ids: set[str] = set()
+    stats: list[ShardStats] = []
+    times = StageTimes()
+    fresh_ads = fresh_sentences = fresh_distinct = skipped = 0
+    started = time.perf_counter()
+    with JobProgress(sum(s.count for s in shards), "ads", description) as progress:
+        for shard in shards:
+            if run.is_done(shard.name):
+                seen_ids.update(run.done_ids(shard.name))
+                stats.append(run.stats(shard.name))
+                progress.advance(shard.count, skipped=True)
+                skipped += 1
+                continue
+            batch, rejects = read_shard(shard, job.fields, seen_ids)
+            skills, n_sentences, truncated, distinct = tag_batch(tagger, batch, job.batch_ads, times)
+            frame = to_frame(batch, skills, n_sentences, truncated, job.fields.keep)
+            shard_stats = ShardStats(
+                name=shard.name,
+                records=shard.count,
+                ads=len(batch),
+                rejects=len(rejects),
+                sentences=sum(n_sentences),
+                skills=sum(len(s) for s in skills),
+                truncated_ads=sum(truncated),
+                reject_reasons=dict(Counter(r.reason for r in rejects)),
+            )
+            if shard_stats.ads + shard_stats.rejects != shard.count:
+                raise AssertionError(f"{shard.name}: {shard.count} records but {shard_stats} accounted")
+            run.write_shard(shard_stats, frame, rejects)
+            stats.append(shard_stats)
+            fresh_ads += len(batch)
+            fresh_sentences += shard_stats.sentences
+            fresh_distinct += distinct
+            progress.advance(shard.count)
+    elapsed = time.perf_counter() - started
+    reasons: Counter = Counter()
+    for s in stats:
+        reasons.update(s.reject_reasons)
+    summary = {
+        "output": str(run.root),
+        "format": job.fmt,
+        "skilltag_version": __version__,
+        "model": tagger.encoder.info.name,
+        "device": tagger.encoder.device,
+        "input_files": len(files),
+        "shards": len(shards),
+        "shards_skipped": skipped,
+        "records": sum(s.records for s in stats),
+        "ads": sum(s.ads for s in stats),
+        "rejects": sum(s.rejects for s in stats),
+        "reject_reasons": dict(sorted(reasons.items())),
+        "blank_lines": blank_lines,
+        "sentences": sum(s.sentences for s in stats),
+        "skills": sum(s.skills for s in stats),
+        "truncated_ads": sum(s.truncated_ads for s in stats),
+        "this_run": {
+            "ads": fresh_ads,
+            "sentences": fresh_sentences,
+            "distinct_sentences": fresh_distinct,
+            "seconds": round(elapsed, 3),
+            "ads_per_s": round(fresh_ads / elapsed, 2) if elapsed else 0.0,
+            "sentences_per_s": round(fresh_sentences / elapsed, 2) if elapsed else 0.0,
+            "stage_seconds": {k: round(v, 3) for k, v in asdict(times).items()},
+        },
+    }
+    run.write_summary(summary)
+    return summary

@@ -1,0 +1,102 @@
+"""Clean job-ad text and cut it into sentences, keeping each sentence's character offsets.
+
+Ads are rarely prose: bullets, one-line list items, HTML line breaks and semicolon-separated duty
+lists dominate. So the text is first cut on structure (newlines, bullet markers, semicolons), and
+only then each piece goes through blingfire's sentence splitter, which knows abbreviations
+("e.g.", "Dr.", "U.S.") but would otherwise run bullet lines together.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+import blingfire
+
+SPLITTER_VERSION = "1"
+DEFAULT_MAX_SENTENCE_CHARS = 500
+DEFAULT_MAX_SENTENCES = 2000
+
+# Block-level HTML tags become line breaks; every other tag is removed.
+_BLOCK_TAG = re.compile(r"<\s*(?:br|/?p|/?li|/?ul|/?ol|/?div|/?h[1-6]|/?tr|/?td|/?th)\b[^>]*>", re.I)
+_ANY_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
+# Bullet glyphs anywhere, and "-", "*", "1.", "a)" list markers at the start of a line.
+_BULLET_GLYPHS = "•·●○◦▪▫■□➢➤►▶✓✔✗❖◆◇‣⁃\uf0b7\uf0a7\uf076\uf0d8\uf0fc"
+_PIECE_BOUNDARY = re.compile(rf"[\n\r\t\f\v\u2028\u2029]+|[{_BULLET_GLYPHS}]|;\s+|\s[|]\s")
+_LEADING_MARKER = re.compile(r"^\s*(?:[-*+–—>]+|\(?\d{1,2}[.)]|\(?[a-zA-Z][.)](?=\s))\s+")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_SPACES = re.compile(r"[ \u00a0\u200b\u00ad]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    text: str
+    start: int  # offsets into the cleaned text
+    end: int
+
+
+def clean_text(text: str) -> str:
+    """Unescape entities and turn markup into plain text with line breaks where blocks were."""
+    if "<" in text:
+        text = _BLOCK_TAG.sub("\n", text)
+        text = _ANY_TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return text
+
+
+def _pieces(text: str):
+    """Structural pieces of the text with their start offsets."""
+    pos = 0
+    for m in _PIECE_BOUNDARY.finditer(text):
+        if m.start() > pos:
+            yield pos, text[pos : m.start()]
+        pos = m.end()
+    if pos < len(text):
+        yield pos, text[pos:]
+
+
+def _chop(sentence: Sentence, max_chars: int):
+    """Cut an over-long sentence at whitespace so nothing past the encoder's window is lost."""
+    text, base = sentence.text, sentence.start
+    while len(text) > max_chars:
+        cut = text.rfind(" ", 0, max_chars)
+        cut = cut if cut > max_chars // 2 else max_chars
+        head = text[:cut].rstrip()
+        yield Sentence(head, base, base + len(head))
+        rest = text[cut:]
+        skipped = len(rest) - len(rest.lstrip())
+        base += cut + skipped
+        text = rest.lstrip()
+    if text:
+        yield Sentence(text, base, base + len(text))
+
+
+def split_sentences(
+    text: str, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS, max_sentences: int = DEFAULT_MAX_SENTENCES
+) -> tuple[list[Sentence], bool]:
+    """Sentences of one ad (offsets into ``clean_text(text)``) and whether ``max_sentences`` cut it short."""
+    cleaned = clean_text(text)
+    out: list[Sentence] = []
+    for piece_start, piece in _pieces(cleaned):
+        marker = _LEADING_MARKER.match(piece)
+        if marker:
+            piece_start += marker.end()
+            piece = piece[marker.end() :]
+        if not _HAS_LETTER.search(piece):
+            continue
+        _, offsets = blingfire.text_to_sentences_and_offsets(piece)
+        for s, e in offsets:
+            raw = piece[s:e]
+            if not _HAS_LETTER.search(raw):
+                continue
+            stripped = raw.strip()
+            lead = raw.find(stripped)
+            start = piece_start + s + lead
+            sent = Sentence(_SPACES.sub(" ", stripped), start, start + len(stripped))
+            for part in _chop(sent, max_chars):
+                out.append(part)
+                if len(out) >= max_sentences:
+                    return out, True
+    return out, False
