@@ -77,6 +77,8 @@ class Arrival:
     tokens: int
     status: int
     fault: str
+    label: str
+    retry_after: float | None = None
 
 
 @dataclass
@@ -120,7 +122,7 @@ class ChatServer:
 
     def snapshot(self) -> dict:
         return {
-            "arrivals": [[a.t, a.tokens, a.status, a.fault] for a in self.arrivals],
+            "arrivals": [[a.t, a.tokens, a.status, a.fault, a.label] for a in self.arrivals],
             "rate_limited": self.rate_limited,
             "window": self.config.window,
         }
@@ -203,7 +205,7 @@ class ChatServer:
         wait = self._admit(now, charged)
         if wait is not None:
             self.rate_limited += 1
-            self.arrivals.append(Arrival(now - self.t0, charged, 429, fault))
+            self.arrivals.append(Arrival(now - self.t0, charged, 429, fault, label, wait))
             return _error(
                 429,
                 "Rate limit reached.",
@@ -214,7 +216,7 @@ class ChatServer:
         elif cfg.latency:
             await asyncio.sleep(cfg.latency)
         status = {"500": 500, "503": 503, "400": 400}.get(fault, 200)
-        self.arrivals.append(Arrival(now - self.t0, charged, status, fault))
+        self.arrivals.append(Arrival(now - self.t0, charged, status, fault, label))
         if fault == "drop":
             request.transport.abort()
             return web.Response()
