@@ -30,7 +30,7 @@ def test_burst_then_steady_rate():
         return time.monotonic() - start
 
     elapsed = asyncio.run(main())
-    assert 0.45 <= elapsed <= 0.8  # 10 units after the burst at 20 per second
+    assert 0.45 <= elapsed <= 0.9  # 10 units after the burst at 20 per second
 
 
 def test_concurrent_takers_never_exceed_the_window_limit():
@@ -125,16 +125,16 @@ def test_more_than_capacity_waits_for_a_full_bucket_then_owes_the_rest():
 
 def test_acquire_together_takes_both_at_once_when_the_slower_is_ready():
     async def main() -> tuple[float, float, float]:
-        requests = TokenBucket(rate=100, capacity=1, period=1.0)
+        requests = TokenBucket(rate=1, capacity=1, period=1.0)
         tokens = TokenBucket(rate=1000, capacity=1000, period=1.0)
         await tokens.acquire(1000)
         waited = await acquire_together((requests, 1), (tokens, 300))
         return waited, requests.level, tokens.level
 
     waited, requests_left, tokens_left = asyncio.run(main())
-    assert 0.28 <= waited <= 0.5  # the tokens bucket needs 0.3 s
-    # The requests unit was taken at the same instant, not at the start of the wait.
-    assert requests_left < 0.2
+    assert 0.28 <= waited <= 0.8  # the tokens bucket needs 0.3 s
+    # The requests unit was taken at the end of the wait: taken at its start, 0.3 would have refilled.
+    assert requests_left < 0.1
     assert tokens_left < 50
 
 
