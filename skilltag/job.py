@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from skilltag import __version__
-from skilltag.corpus import AdBatch, Fields, InputFile, check_fields, discover_inputs, plan_shards, read_shard
+from skilltag.corpus import (
+    AdBatch, Fields, InputFile, Reject, Shard, check_fields, discover_inputs, plan_shards, read_shard,
+)
+from skilltag.index import IndexManifest
 from skilltag.progress import JobProgress
 from skilltag.rundir import RunDir, ShardStats
-from skilltag.tagger import SkillHit, StageTimes, Tagger
+from skilltag.tagger import SkillHit, StageTimes, TagConfig, Tagger
 
 DEFAULT_SHARD_SIZE = 5000
 DEFAULT_BATCH_ADS = 256
@@ -49,17 +52,27 @@ def output_schema(keep: tuple[str, ...]) -> dict:
 
 
 def fingerprint(job: TagJob, files: list[InputFile], tagger: Tagger) -> dict:
-    """Everything that changes a part file's content; a resume must match it exactly."""
-    index_manifest = asdict(tagger.index.manifest)
-    index_manifest.pop("build_seconds", None)
+    return job_fingerprint(job, files, tagger.cfg, tagger.encoder.info.sha256, tagger.index.manifest)
+
+
+def job_fingerprint(
+    job: TagJob, files: list[InputFile], cfg: TagConfig, model_sha256: str, index_manifest: IndexManifest
+) -> dict:
+    """Everything that changes a part file's content; a resume must match it exactly.
+
+    Takes hashes, not a loaded model, so an engine whose driver never loads the model (Ray) writes
+    the same fingerprint and either engine can resume the other's output directory.
+    """
+    manifest = asdict(index_manifest)
+    manifest.pop("build_seconds", None)
     return {
         "inputs": [[f.path, f.size, f.mtime_ns] for f in files],
         "fields": asdict(job.fields),
         "format": job.fmt,
         "shard_size": job.shard_size,
-        "tag_config": asdict(tagger.cfg),
-        "model_sha256": tagger.encoder.info.sha256,
-        "index": hashlib.sha256(repr(sorted(index_manifest.items())).encode()).hexdigest(),
+        "tag_config": asdict(cfg),
+        "model_sha256": model_sha256,
+        "index": hashlib.sha256(repr(sorted(manifest.items())).encode()).hexdigest(),
     }
 
 
@@ -115,19 +128,7 @@ def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> di
                 continue
             batch, rejects = read_shard(shard, job.fields, seen_ids)
             skills, n_sentences, truncated, distinct = tag_batch(tagger, batch, job.batch_ads, times)
-            frame = to_frame(batch, skills, n_sentences, truncated, job.fields.keep)
-            shard_stats = ShardStats(
-                name=shard.name,
-                records=shard.count,
-                ads=len(batch),
-                rejects=len(rejects),
-                sentences=sum(n_sentences),
-                skills=sum(len(s) for s in skills),
-                truncated_ads=sum(truncated),
-                reject_reasons=dict(Counter(r.reason for r in rejects)),
-            )
-            if shard_stats.ads + shard_stats.rejects != shard.count:
-                raise AssertionError(f"{shard.name}: {shard.count} records but {shard_stats} accounted")
+            frame, shard_stats = shard_output(shard, batch, rejects, skills, n_sentences, truncated, job.fields.keep)
             run.write_shard(shard_stats, frame, rejects)
             stats.append(shard_stats)
             fresh_ads += len(batch)
@@ -135,17 +136,69 @@ def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> di
             fresh_distinct += distinct
             progress.advance(shard.count)
     elapsed = time.perf_counter() - started
+    this_run = this_run_summary(fresh_ads, fresh_sentences, fresh_distinct, elapsed, times)
+    summary = summarize(job, run, files, len(shards), blank_lines, stats, skipped, tagger.encoder.info.name,
+                        tagger.encoder.device, this_run)
+    run.write_summary(summary)
+    return summary
+
+
+def shard_output(
+    shard: Shard, batch: AdBatch, rejects: list[Reject], skills: list[list[SkillHit]], n_sentences, truncated, keep
+) -> tuple[pl.DataFrame, ShardStats]:
+    """A tagged shard's part frame and marker stats, checked to account for every record."""
+    frame = to_frame(batch, skills, n_sentences, truncated, keep)
+    shard_stats = ShardStats(
+        name=shard.name,
+        records=shard.count,
+        ads=len(batch),
+        rejects=len(rejects),
+        sentences=sum(n_sentences),
+        skills=sum(len(s) for s in skills),
+        truncated_ads=sum(truncated),
+        reject_reasons=dict(Counter(r.reason for r in rejects)),
+    )
+    if shard_stats.ads + shard_stats.rejects != shard.count:
+        raise AssertionError(f"{shard.name}: {shard.count} records but {shard_stats} accounted")
+    return frame, shard_stats
+
+
+def this_run_summary(ads: int, sentences: int, distinct: int, elapsed: float, times: StageTimes) -> dict:
+    return {
+        "ads": ads,
+        "sentences": sentences,
+        "distinct_sentences": distinct,
+        "seconds": round(elapsed, 3),
+        "ads_per_s": round(ads / elapsed, 2) if elapsed else 0.0,
+        "sentences_per_s": round(sentences / elapsed, 2) if elapsed else 0.0,
+        "stage_seconds": {k: round(v, 3) for k, v in asdict(times).items()},
+    }
+
+
+def summarize(
+    job: TagJob,
+    run: RunDir,
+    files: list[InputFile],
+    n_shards: int,
+    blank_lines: int,
+    stats: list[ShardStats],
+    skipped: int,
+    model: str,
+    device: str,
+    this_run: dict,
+) -> dict:
+    """The job's _summary.json: totals over every shard (done before or now) plus this run's work."""
     reasons: Counter = Counter()
     for s in stats:
         reasons.update(s.reject_reasons)
-    summary = {
+    return {
         "output": str(run.root),
         "format": job.fmt,
         "skilltag_version": __version__,
-        "model": tagger.encoder.info.name,
-        "device": tagger.encoder.device,
+        "model": model,
+        "device": device,
         "input_files": len(files),
-        "shards": len(shards),
+        "shards": n_shards,
         "shards_skipped": skipped,
         "records": sum(s.records for s in stats),
         "ads": sum(s.ads for s in stats),
@@ -155,15 +208,5 @@ def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> di
         "sentences": sum(s.sentences for s in stats),
         "skills": sum(s.skills for s in stats),
         "truncated_ads": sum(s.truncated_ads for s in stats),
-        "this_run": {
-            "ads": fresh_ads,
-            "sentences": fresh_sentences,
-            "distinct_sentences": fresh_distinct,
-            "seconds": round(elapsed, 3),
-            "ads_per_s": round(fresh_ads / elapsed, 2) if elapsed else 0.0,
-            "sentences_per_s": round(fresh_sentences / elapsed, 2) if elapsed else 0.0,
-            "stage_seconds": {k: round(v, 3) for k, v in asdict(times).items()},
-        },
+        "this_run": this_run,
     }
-    run.write_summary(summary)
-    return summary

@@ -242,12 +242,13 @@ class SurfaceForms:
         for i, skill in enumerate(taxonomy.skills):
             for name, is_alt in [(skill.label, False)] + [(a, True) for a in skill.alt_labels]:
                 key = tuple(_TOKEN.findall(name.lower()))
-                # Short names ("R", "IT", "re") and one-word alt labels ("design" for "think creatively",
-                # "data" for "statistics") match everywhere in ads; they would mostly teach noise.
+                # Short names ("R", "IT", "re") and lower-case one-word alt labels ("design" for "think
+                # creatively", "data" for "statistics") match everywhere in ads and would mostly teach
+                # noise; capitalised ones are names worth keeping ("Java", "Python").
                 if len(name.strip()) < _MIN_SURFACE_CHARS:
                     dropped["shorter than 3 characters"] += 1
-                elif is_alt and sum(1 for t in key if t[0].isalnum()) < 2:
-                    dropped["one-word alt label"] += 1
+                elif is_alt and name == name.lower() and sum(1 for t in key if t[0].isalnum()) < 2:
+                    dropped["lower-case one-word alt label"] += 1
                 else:
                     owners[key].add(i)
         forms: dict[tuple[str, ...], int] = {}

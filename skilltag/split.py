@@ -1,5 +1,8 @@
 """Clean job-ad text and cut it into sentences, keeping each sentence's character offsets.
 
+Dropped on purpose: fragments without a letter ("40.000", "---") and short section headers ending
+in a colon ("Job description:"), which otherwise match skill names like "write job descriptions".
+
 Ads are rarely prose: bullets, one-line list items, HTML line breaks and semicolon-separated duty
 lists dominate. So the text is first cut on structure (newlines, bullet markers, semicolons), and
 only then each piece goes through blingfire's sentence splitter, which knows abbreviations
@@ -14,9 +17,10 @@ from dataclasses import dataclass
 
 import blingfire
 
-SPLITTER_VERSION = "1"
+SPLITTER_VERSION = "2"
 DEFAULT_MAX_SENTENCE_CHARS = 500
 DEFAULT_MAX_SENTENCES = 2000
+HEADER_MAX_WORDS = 5
 
 # Block-level HTML tags become line breaks; every other tag is removed.
 _BLOCK_TAG = re.compile(r"<\s*(?:br|/?p|/?li|/?ul|/?ol|/?div|/?h[1-6]|/?tr|/?td|/?th)\b[^>]*>", re.I)
@@ -57,20 +61,23 @@ def _pieces(text: str):
         yield pos, text[pos:]
 
 
-def _chop(sentence: Sentence, max_chars: int):
-    """Cut an over-long sentence at whitespace so nothing past the encoder's window is lost."""
-    text, base = sentence.text, sentence.start
+def _chop(text: str, start: int, max_chars: int):
+    """(text, start, end) pieces of an over-long sentence, cut at whitespace so nothing is lost."""
     while len(text) > max_chars:
         cut = text.rfind(" ", 0, max_chars)
         cut = cut if cut > max_chars // 2 else max_chars
         head = text[:cut].rstrip()
-        yield Sentence(head, base, base + len(head))
+        yield head, start, start + len(head)
         rest = text[cut:]
-        skipped = len(rest) - len(rest.lstrip())
-        base += cut + skipped
+        start += cut + len(rest) - len(rest.lstrip())
         text = rest.lstrip()
     if text:
-        yield Sentence(text, base, base + len(text))
+        yield text, start, start + len(text)
+
+
+def _is_header(sentence: str) -> bool:
+    """"Job description:", "Requirements:" introduce a section; as text they only match skill names."""
+    return sentence.endswith(":") and len(sentence.split()) <= HEADER_MAX_WORDS
 
 
 def split_sentences(
@@ -92,11 +99,11 @@ def split_sentences(
             if not _HAS_LETTER.search(raw):
                 continue
             stripped = raw.strip()
-            lead = raw.find(stripped)
-            start = piece_start + s + lead
-            sent = Sentence(_SPACES.sub(" ", stripped), start, start + len(stripped))
-            for part in _chop(sent, max_chars):
-                out.append(part)
+            if _is_header(stripped):
+                continue
+            start = piece_start + s + raw.find(stripped)
+            for chunk, a, b in _chop(stripped, start, max_chars):
+                out.append(Sentence(_SPACES.sub(" ", chunk), a, b))
                 if len(out) >= max_sentences:
                     return out, True
     return out, False

@@ -78,6 +78,7 @@ class Arrival:
     status: int
     fault: str
     label: str
+    asked: int
     retry_after: float | None = None
 
 
@@ -205,18 +206,18 @@ class ChatServer:
         wait = self._admit(now, charged)
         if wait is not None:
             self.rate_limited += 1
-            self.arrivals.append(Arrival(now - self.t0, charged, 429, fault, label, wait))
+            self.arrivals.append(Arrival(now - self.t0, charged, 429, fault, label, n, wait))
             return _error(
                 429,
                 "Rate limit reached.",
                 {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))},
             )
+        status = {"500": 500, "503": 503, "400": 400}.get(fault, 200)
+        self.arrivals.append(Arrival(now - self.t0, charged, status, fault, label, n))
         if fault == "hang":
             await asyncio.sleep(cfg.hang_seconds)
         elif cfg.latency:
             await asyncio.sleep(cfg.latency)
-        status = {"500": 500, "503": 503, "400": 400}.get(fault, 200)
-        self.arrivals.append(Arrival(now - self.t0, charged, status, fault, label))
         if fault == "drop":
             request.transport.abort()
             return web.Response()

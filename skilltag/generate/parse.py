@@ -13,6 +13,8 @@ MAX_CHARS = 400
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.S)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•·]|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+")
+# Small models often echo the prompt's field names back as "sentences".
+_PROMPT_ECHO = re.compile(r"^(?:skill|description|description of (?:the )?skill|sentence \d+)\s*:", re.I)
 _STRING_LITERAL = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 # Frequent English function words that other European languages lack: a job-ad sentence in
@@ -86,6 +88,8 @@ def reject_reason(sentence: str) -> str | None:
         return "too_long"
     if sentence.endswith(":"):
         return "preamble"
+    if _PROMPT_ECHO.match(sentence):
+        return "prompt_echo"
     letters = [c for c in sentence if c.isalpha()]
     if sum(c.isascii() for c in letters) < 0.9 * len(letters):
         return "not_english"
