@@ -9,11 +9,13 @@ scores on the dev benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -265,7 +267,9 @@ def train(
     with tempfile.TemporaryDirectory(prefix="skilltag-train-") as work_dir:
         trainer = build_trainer(model, dataset, params, work_dir, device)
         start = time.perf_counter()
-        state = trainer.train()
+        # The trainer prints its logs to stdout; keep stdout for results (the CLI prints dev scores there).
+        with contextlib.redirect_stdout(sys.stderr):
+            state = trainer.train()
         train_seconds = time.perf_counter() - start
 
     out = Path(output)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -63,16 +61,13 @@ def test_batches_never_hold_the_same_skill_twice(tax):
     trainer = build_trainer(model, to_dataset(pairs, tax), TrainParams(batch_size=8, seed=3), "unused", "cpu")
     loader = trainer.get_train_dataloader()
     batches = list(loader.batch_sampler)
-    assert len(batches) == len(pairs) // 8 + (len(pairs) % 8 > 0)
     skills = trainer.train_dataset["skill"]
-    full = 0
     for batch in batches:
         labels = [skills[i] for i in batch]
         assert len(labels) == len(set(labels)), labels
-        full += len(batch) == 8
-    assert full >= len(batches) - 2
-    seen = Counter(i for batch in batches for i in batch)
-    assert len(seen) > 0.9 * len(pairs)
+    # One pass covers every pair once; leftovers that clash go into later (smaller) batches, not away.
+    assert sorted(i for batch in batches for i in batch) == list(range(len(pairs)))
+    assert sum(len(b) == 8 for b in batches) >= len(pairs) // 8 - 2
 
 
 def test_train_writes_a_loadable_model_and_manifest(tax, synthetic_file, dev_file, tmp_path):
