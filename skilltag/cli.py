@@ -146,8 +146,9 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, index_dir, search, as_json
 @click.option("--batch-ads", default=DEFAULT_BATCH_ADS, show_default=True,
               help="Ads whose sentences are encoded together.")
 @click.option("--batch-size", default=None, type=int, help="Encoder batch size (default 64 CPU, 256 GPU).")
+@click.option("--overwrite", is_flag=True, help="Delete an earlier tag output in OUTPUT instead of resuming it.")
 def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, text_field, keep, fmt, threshold,
-            max_skills, top_k, shard_size, batch_ads, batch_size):
+            max_skills, top_k, shard_size, batch_ads, batch_size, overwrite):
     """Tag a corpus of job ads (JSONL/Parquet file, directory or glob) with ESCO skills.
 
     Rerunning the same command resumes: finished shards are skipped.
@@ -156,7 +157,7 @@ def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, te
     encoder = Encoder(model, device=device, batch_size=batch_size)
     idx = load_or_build_index(index_dir, taxonomy, encoder)
     tagger = Tagger(encoder, idx, TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills))
-    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads)
+    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite)
     summary = run_tag_job(job, tagger)
     print_tag_summary(summary)
 

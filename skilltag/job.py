@@ -39,6 +39,7 @@ class TagJob:
     fmt: str = "parquet"
     shard_size: int = DEFAULT_SHARD_SIZE
     batch_ads: int = DEFAULT_BATCH_ADS
+    overwrite: bool = False  # start afresh instead of resuming or refusing
 
 
 def output_schema(keep: tuple[str, ...]) -> dict:
@@ -67,7 +68,8 @@ def job_fingerprint(
     manifest.pop("build_seconds", None)
     return {
         "inputs": [[f.path, f.size, f.mtime_ns] for f in files],
-        "fields": asdict(job.fields),
+        # As _run.json reads it back (a list, not a tuple), or a rerun with --keep is refused as another job.
+        "fields": {**asdict(job.fields), "keep": list(job.fields.keep)},
         "format": job.fmt,
         "shard_size": job.shard_size,
         "tag_config": asdict(cfg),
@@ -111,6 +113,8 @@ def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> di
         check_fields(f, job.fields)
     shards, blank_lines = plan_shards(files, job.shard_size)
     run = RunDir(job.output, job.fmt)
+    if job.overwrite:
+        run.clear()
     run.open(fingerprint(job, files, tagger))
 
     seen_ids: set[str] = set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,8 +65,17 @@ class RunDir:
         self.markers = self.root / "_markers"
         self.rejects = self.root / "rejects"
 
+    def clear(self) -> None:
+        """Remove a previous job's output (only a directory that a skilltag job wrote)."""
+        if not self.root.exists():
+            return
+        if not (self.root / RUN_FILE).is_file():
+            raise RunMismatchError(f"refusing to overwrite {self.root}: it is not a skilltag tag output")
+        shutil.rmtree(self.root)
+
     def open(self, fingerprint: dict) -> None:
         """Start a new job here, or resume the same one; refuse to mix two different jobs."""
+        fingerprint = json.loads(json.dumps(fingerprint))  # compare as stored: tuples become lists
         if self.root.exists() and not self.root.is_dir():
             raise RunMismatchError(f"output {self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,164 @@
+"""End-to-end tagging jobs on real ads: formats, rejects that add up, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from skilltag.corpus import Fields
+from skilltag.index import SkillIndex
+from skilltag.job import TagJob, run_tag_job
+from skilltag.rundir import RunMismatchError
+from skilltag.tagger import TagConfig, Tagger
+
+from conftest import REPO
+
+N_ADS = 12
+
+
+@pytest.fixture(scope="module")
+def tagger(encoder, slice_index_dir):
+    return Tagger(encoder, SkillIndex.load(slice_index_dir), TagConfig(threshold=0.4))
+
+
+@pytest.fixture(scope="module")
+def ads(real_ads):
+    # Short real ads keep the suite fast; the content is real SkillSpan postings.
+    shortest = sorted(real_ads, key=lambda a: len(a["text"]))[:N_ADS]
+    return [{"id": a["id"], "text": a["text"], "source": a["source"], "n": a["n_sentences"]} for a in shortest]
+
+
+BAD_LINES = [
+    b'{"id": "b1", "text": 42}',
+    b"this is not json",
+    b'["a", "list"]',
+    b'{"id": "b2", "text": "   "}',
+    b'{"text": "an ad without an id"}',
+    b'{"id": "b3"}',
+    b'{"id": {"nested": 1}, "text": "x"}',
+    b'{"id": "b4", "text": "caf\xe9 \xff"}',
+]
+
+
+def write_jsonl(path, ads, bad=()):
+    with open(path, "wb") as fh:
+        for a in ads:
+            fh.write(json.dumps(a).encode() + b"\n")
+        for line in bad:
+            fh.write(line + b"\n")
+    return path
+
+
+def read_output(out_dir, fmt="parquet") -> pl.DataFrame:
+    files = sorted(out_dir.glob(f"part-*.{fmt}"))
+    frames = [pl.read_parquet(f) if fmt == "parquet" else pl.read_ndjson(f) for f in files]
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def read_rejects(out_dir) -> list[dict]:
+    return [json.loads(line) for f in sorted((out_dir / "rejects").glob("*.jsonl")) for line in f.open()]
+
+
+def test_every_record_is_in_output_or_rejects(tmp_path, tagger, ads):
+    dup = dict(ads[0], text="a duplicate id with other text")
+    src = write_jsonl(tmp_path / "in.jsonl", ads + [dup], BAD_LINES)
+    out = tmp_path / "out"
+    summary = run_tag_job(TagJob(str(src), str(out), Fields(keep=("source",)), shard_size=5), tagger)
+    frame, rejects = read_output(out), read_rejects(out)
+    assert len(frame) + len(rejects) == len(ads) + 1 + len(BAD_LINES) == summary["records"]
+    assert frame["id"].to_list() == [a["id"] for a in ads], "input order kept, first occurrence of an id wins"
+    assert sorted(r["reason"] for r in rejects) == sorted(
+        ["duplicate_id", "non_string_text", "invalid_json", "not_an_object", "empty_text", "missing_id",
+         "missing_text", "invalid_id", "undecodable_bytes"]
+    )
+    assert summary["rejects"] == len(rejects) and sum(summary["reject_reasons"].values()) == len(rejects)
+    assert all(r["source"] == str(src) and "record" in r and r["detail"] for r in rejects)
+    assert frame["source"].to_list() == [a["source"] for a in ads]
+    assert frame.schema["skills"] == pl.List(
+        pl.Struct({"uri": pl.String, "label": pl.String, "score": pl.Float32, "evidence": pl.String,
+                   "sentence_index": pl.Int32})
+    )
+    skills = frame["skills"].to_list()
+    assert sum(len(s) for s in skills) == summary["skills"] > 0
+    for ad_skills in skills:
+        scores = [s["score"] for s in ad_skills]
+        assert scores == sorted(scores, reverse=True) and all(s >= 0.4 for s in scores)
+        assert len({s["uri"] for s in ad_skills}) == len(ad_skills)
+    written = json.loads((out / "_summary.json").read_text())
+    assert written["records"] == summary["records"]
+
+
+def test_parquet_and_jsonl_round_trip(tmp_path, tagger, ads):
+    src = tmp_path / "ads.parquet"
+    pl.DataFrame(ads).write_parquet(src)
+    jsonl_src = write_jsonl(tmp_path / "ads.jsonl", ads)
+    run_tag_job(TagJob(str(src), str(tmp_path / "p"), Fields(keep=("n",)), fmt="parquet", shard_size=7), tagger)
+    run_tag_job(TagJob(str(jsonl_src), str(tmp_path / "j"), Fields(keep=("n",)), fmt="jsonl", shard_size=7), tagger)
+    p, j = read_output(tmp_path / "p"), read_output(tmp_path / "j", "jsonl")
+    assert p["id"].to_list() == j["id"].to_list() == [a["id"] for a in ads]
+    assert p["n"].to_list() == [str(a["n"]) for a in ads], "pass-through columns are written as strings"
+    for a, b in zip(p["skills"].to_list(), j["skills"].to_list()):
+        assert [s["uri"] for s in a] == [s["uri"] for s in b]
+        assert [s["score"] for s in a] == pytest.approx([s["score"] for s in b], abs=1e-6)
+
+
+def test_directory_input_and_changed_options_refused(tmp_path, tagger, ads):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_jsonl(shards / "a.jsonl", ads[:5])
+    pl.DataFrame(ads[5:]).write_parquet(shards / "b.parquet")
+    out = tmp_path / "out"
+    summary = run_tag_job(TagJob(str(shards), str(out), shard_size=4), tagger)
+    assert summary["input_files"] == 2 and summary["ads"] == len(ads)
+    again = run_tag_job(TagJob(str(shards), str(out), shard_size=4), tagger)
+    assert again["shards_skipped"] == again["shards"] and again["this_run"]["ads"] == 0
+    with pytest.raises(RunMismatchError, match="shard_size"):
+        run_tag_job(TagJob(str(shards), str(out), shard_size=3), tagger)
+    other = Tagger(tagger.encoder, tagger.index, TagConfig(threshold=0.9))
+    with pytest.raises(RunMismatchError, match="tag_config"):
+        run_tag_job(TagJob(str(shards), str(out), shard_size=4), other)
+
+
+def test_missing_parquet_column_is_a_clear_error(tmp_path, tagger, ads):
+    from skilltag.corpus import CorpusError
+
+    src = tmp_path / "ads.parquet"
+    pl.DataFrame(ads).write_parquet(src)
+    with pytest.raises(CorpusError, match="no column 'body'.*--text-field"):
+        run_tag_job(TagJob(str(src), str(tmp_path / "o"), Fields(text="body")), tagger)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_identical_output(tmp_path, ads, slice_index_dir):
+    src = write_jsonl(tmp_path / "in.jsonl", ads * 3 + [{"id": f"x{i}", "text": a["text"]} for i, a in
+                                                        enumerate(ads)], BAD_LINES)
+    args = [sys.executable, "-m", "skilltag.cli", "tag", str(src), "--index", str(slice_index_dir),
+            "--shard-size", "6", "--threshold", "0.4"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    clean = tmp_path / "clean"
+    subprocess.run(args + ["-o", str(clean)], check=True, env=env, capture_output=True)
+
+    crashed = tmp_path / "crashed"
+    proc = subprocess.Popen(args + ["-o", str(crashed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((crashed / "_markers").glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((crashed / "_markers").glob("*.json")))
+    n_shards = len(list((clean / "_markers").glob("*.json")))
+    assert 2 <= done_before < n_shards, "the kill landed mid-run"
+
+    result = subprocess.run(args + ["-o", str(crashed)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((crashed / "_summary.json").read_text())
+    assert summary["shards_skipped"] >= done_before
+    assert read_output(crashed).equals(read_output(clean))
+    assert read_rejects(crashed) == read_rejects(clean)
+    assert not list(crashed.glob(".*tmp")), "no temporary files left"
