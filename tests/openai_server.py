@@ -8,7 +8,7 @@ be scripted per request (``faults``, in order) or drawn at random (``fault_rates
     500, 503   an error status          hang       answer only after ``hang_seconds``
     drop       close the connection     malformed  200 with a body that is not a completion
     short      two sentences only       foreign    sentences that are not English
-    400        a refused request
+    400        a refused request        quota      429 insufficient_quota
 
 Run it in a thread (``with OpenAIServer(...) as server: server.url``) or as a process:
 ``python tests/openai_server.py --rpm 1200 --tpm 200000 --latency 0.02`` prints its URL;
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-FAULTS = ("500", "503", "hang", "drop", "malformed", "short", "foreign", "400")
+FAULTS = ("500", "503", "hang", "drop", "malformed", "short", "foreign", "400", "quota")
 
 _OPENERS = (
     "You will {label} as part of our growing team",
@@ -212,12 +212,18 @@ class ChatServer:
                 "Rate limit reached.",
                 {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))},
             )
-        status = {"500": 500, "503": 503, "400": 400}.get(fault, 200)
+        status = {"500": 500, "503": 503, "400": 400, "quota": 429}.get(fault, 200)
         self.arrivals.append(Arrival(now - self.t0, charged, status, fault, label, n))
         if fault == "hang":
             await asyncio.sleep(cfg.hang_seconds)
         elif cfg.latency:
             await asyncio.sleep(cfg.latency)
+        if fault == "quota":
+            return web.json_response(
+                {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                           "code": "insufficient_quota"}},
+                status=429,
+            )
         if fault == "drop":
             request.transport.abort()
             return web.Response()

@@ -57,17 +57,17 @@ def test_never_over_the_servers_limits_in_any_window(skills, tmp_path, rpm, tpm,
 
 def test_every_skill_finishes_despite_faults(skills, tmp_path):
     faults = ["500", "503", "hang", "drop", "malformed", "short", "foreign", "500", "drop", "hang"]
-    rates = {"500": 0.1, "drop": 0.05, "malformed": 0.05, "short": 0.05}
+    rates = {"500": 0.1, "drop": 0.05, "malformed": 0.05}
     with OpenAIServer(faults=faults, fault_rates=rates, hang_seconds=2.0, seed=7) as server:
         stats, store = run(server.url, skills[:25], tmp_path, timeout=0.4, concurrency=6)
         arrivals = server.arrivals()
     records = read_jsonl(store.sentences_path)
+    assert not read_jsonl(store.failed_path)
     assert sorted(r["uri"] for r in records) == sorted(s.uri for s in skills[:25])
     for r in records:
         assert len(r["sentences"]) == 10 == len(set(r["sentences"]))
         assert r["model"] == "test-model" and r["prompt_version"] == PROMPT_VERSION
         assert r["usage"]["prompt_tokens"] > 0 and r["usage"]["completion_tokens"] > 0
-    assert not read_jsonl(store.failed_path)
     assert {"timeout", "connection", "server_error", "malformed"} <= set(stats.retries)
     assert stats.rejected["not_english"] > 0
     assert sum(r["attempts"] for r in records) == len(arrivals)
@@ -107,6 +107,22 @@ def test_wrong_key_stops_the_run_at_once(skills, tmp_path):
     assert "SECRET" not in str(caught.value)
     assert len(arrivals) <= 2  # one per worker, no retries
     assert not read_jsonl(tmp_path / "failed.jsonl")
+
+
+def test_exhausted_quota_stops_the_run(skills, tmp_path):
+    with OpenAIServer(faults=["quota"]) as server:
+        with pytest.raises(GenerateError, match="quota is used up"):
+            run(server.url, skills[:3], tmp_path, concurrency=1)
+
+
+def test_a_request_that_keeps_failing_gives_up_after_max_attempts(skills, tmp_path):
+    with OpenAIServer(fault_rates={"503": 1.0}) as server:
+        stats, store = run(server.url, skills[:1], tmp_path, concurrency=1, max_attempts=3)
+        tries = len(server.arrivals())
+    assert tries == 3 and stats.retries == {"server_error": 2}
+    (failed,) = read_jsonl(store.failed_path)
+    assert failed["reason"] == "gave up after 3 tries; last: server_error (HTTP 503: Injected fault 503.)"
+    assert failed["attempts"] == 3
 
 
 def test_unknown_model_stops_the_run_with_a_hint(skills, tmp_path):

@@ -45,6 +45,8 @@ def test_non_string_items_are_dropped():
         ("Here are ten sentences for this skill:", "preamble"),
         ("Skill: supervise correctional procedures and staff.", "prompt_echo"),
         ("Description of skill: Supervise the operations of a prison.", "prompt_echo"),
+        ("| Sentence 1 | Conduct outreach activities in social work |", "markup"),
+        ("## Sentences for the job advert", "markup"),
         ("Sie werden das Team leiten und fuhren.", "not_english"),
         ("Вы будете управлять командой и бюджетом компании.", "not_english"),
         ("El candidato será responsable de la gestión del equipo.", "not_english"),

@@ -30,6 +30,10 @@ from skilltag.taxonomy import Skill
 
 log = logging.getLogger("skilltag.generate")
 
+# A 429 is the provider pacing us, not the request failing, and the engine-wide pause answers
+# it; so 429s get this many times --max-attempts, still finite in case they never stop.
+RATE_LIMIT_TRIES = 5
+
 
 class GenerateError(Exception):
     """A problem the user must fix (bad options, credentials, endpoint); the run stops."""
@@ -112,13 +116,15 @@ def parse_completion(body: bytes) -> tuple[str, dict | None]:
     return content, usage if isinstance(usage, dict) else None
 
 
-def _error_message(body: bytes) -> str:
+def _error_fields(body: bytes) -> tuple[str, str | None]:
+    """The message (one line, cut short) and code of an error body, whatever its shape."""
     try:
         data = json.loads(body)
-        message = data["error"]["message"] if isinstance(data.get("error"), dict) else data.get("error") or data
-    except (ValueError, AttributeError, KeyError, TypeError):
-        message = body.decode("utf-8", "replace")
-    return " ".join(str(message).split())[:300]
+        error = data.get("error", data)
+        message, code = (error.get("message", error), error.get("code")) if isinstance(error, dict) else (error, None)
+    except (ValueError, AttributeError):
+        message, code = body.decode("utf-8", "replace"), None
+    return " ".join(str(message).split())[:300], code if isinstance(code, str) else None
 
 
 class _Batcher:
@@ -269,8 +275,9 @@ class Engine:
             "max_tokens": cfg.max_tokens,
             "temperature": cfg.temperature,
         }
-        cause = ""
-        for attempt in range(1, cfg.max_attempts + 1):
+        tries = failures = throttled = 0
+        while True:
+            tries += 1
             await self._wait_out_pause()
             await acquire_together((self.requests, 1), (self.tokens, estimate))
             await self._wait_out_pause()
@@ -285,40 +292,45 @@ class Engine:
             except aiohttp.ClientError as e:
                 cause, detail = "connection", f"{type(e).__name__}: {e}"
             else:
+                message, code = _error_fields(body) if status != 200 else ("", None)
                 if status == 200:
                     try:
                         text, usage = parse_completion(body)
                     except (ValueError, KeyError, IndexError, TypeError) as e:
                         cause, detail = "malformed", f"unreadable completion ({type(e).__name__})"
                     else:
-                        return self._account(text, usage, estimated_prompt, estimate, attempt)
+                        return self._account(text, usage, estimated_prompt, estimate, tries)
+                elif status == 429 and code == "insufficient_quota":
+                    raise GenerateError(f"{cfg.chat_url}: the account's quota is used up (HTTP 429): {message}")
                 elif status == 429:
-                    cause, detail = "rate_limit", _error_message(body)
+                    cause, detail = "rate_limit", message
+                    throttled += 1
                     self.tokens.adjust(-estimate)  # refused unserved: its tokens were not spent
                     hint = retry_after(headers)
-                    self._pause(hint if hint is not None else backoff(attempt, cfg.backoff_base, cfg.backoff_cap, self.rng))
+                    self._pause(hint if hint is not None else backoff(throttled, cfg.backoff_base, cfg.backoff_cap, self.rng))
                 elif status in (401, 403):
                     raise GenerateError(
-                        f"{cfg.chat_url} refused the API key (HTTP {status}): {_error_message(body)}. "
+                        f"{cfg.chat_url} refused the API key (HTTP {status}): {message}. "
                         "Check the key in the environment variable given by --api-key-env."
                     )
                 elif status == 404:
                     raise GenerateError(
-                        f"{cfg.chat_url} answered 404 for model {cfg.model!r}: {_error_message(body)}. "
+                        f"{cfg.chat_url} answered 404 for model {cfg.model!r}: {message}. "
                         "Check --model, and that --base-url ends where the API's /chat/completions lives (often /v1)."
                     )
                 elif status >= 500 or status in (408, 409):
-                    cause, detail = "server_error", f"HTTP {status}: {_error_message(body)}"
+                    cause, detail = "server_error", f"HTTP {status}: {message}"
                 else:
                     self.tokens.adjust(-estimate)
-                    raise _SkillError(f"HTTP {status}: {_error_message(body)}", attempt)
-            self.stats.retries[cause] += 1
-            if attempt == cfg.max_attempts:
-                break
-            log.debug("attempt %d/%d failed (%s: %s); retrying", attempt, cfg.max_attempts, cause, detail)
+                    raise _SkillError(f"HTTP {status}: {message}", tries)
             if cause != "rate_limit":
-                await asyncio.sleep(backoff(attempt, cfg.backoff_base, cfg.backoff_cap, self.rng))
-        raise _SkillError(f"gave up after {cfg.max_attempts} attempts; last: {cause} ({detail})", cfg.max_attempts)
+                failures += 1
+            if failures >= cfg.max_attempts or throttled > RATE_LIMIT_TRIES * cfg.max_attempts:
+                raise _SkillError(f"gave up after {tries} tries; last: {cause} ({detail})", tries)
+            self.stats.retries[cause] += 1
+            log.debug("try %d failed (%s: %s); retrying", tries, cause, detail)
+            if cause != "rate_limit":
+                await asyncio.sleep(backoff(failures, cfg.backoff_base, cfg.backoff_cap, self.rng))
 
     def _account(self, text: str, usage: dict | None, estimated_prompt: int, estimate: int, attempts: int) -> _Completion:
         assert self.tokens is not None

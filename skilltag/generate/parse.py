@@ -90,6 +90,8 @@ def reject_reason(sentence: str) -> str | None:
         return "preamble"
     if _PROMPT_ECHO.match(sentence):
         return "prompt_echo"
+    if sentence[0] in "|#<{[" or sentence.count("|") >= 2:
+        return "markup"
     letters = [c for c in sentence if c.isalpha()]
     if sum(c.isascii() for c in letters) < 0.9 * len(letters):
         return "not_english"
