@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import json
 import math
 import random
@@ -261,7 +260,7 @@ class OpenAIServer:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         self._thread.start()
         port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
         self.url = f"http://127.0.0.1:{port}/v1"

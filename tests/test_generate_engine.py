@@ -164,3 +164,10 @@ def test_api_key_is_sent_but_never_kept(skills, tmp_path):
     assert "SECRET" not in repr(EngineConfig(base_url="x", model="m", api_key="sk-test-SECRET"))
     for path in tmp_path.iterdir():
         assert "SECRET" not in path.read_text()
+
+
+def test_limits_too_small_for_one_request_are_refused_before_any_request(skills, tmp_path):
+    with OpenAIServer() as server:
+        with pytest.raises(GenerateError, match="--tpm is too small"):
+            run(server.url, skills[:2], tmp_path, tpm=500)
+        assert not server.arrivals()

@@ -122,8 +122,8 @@ def _generate(console: Console, *, out_dir, model, taxonomy, api_key_env, skills
              len(skills), before, len(skills) - before, model, config.base_url)
     with JobProgress(len(skills), "skills", "generate", console=console) as progress:
         progress.advance(before, skipped=True)
-        result = run_job(config, skills, out_dir, price_in=price_in, price_out=price_out,
-                         on_result=lambda _record: progress.advance(1), store=store)
+        result = run_job(config, skills, store, price_in=price_in, price_out=price_out,
+                         on_result=lambda _record: progress.advance(1))
     console.print(report_table(result.report))
     if result.error is not None:
         raise result.error

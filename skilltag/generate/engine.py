@@ -42,6 +42,11 @@ class GenerateError(Exception):
 class _SkillError(Exception):
     """This skill cannot be finished in this run (the request was refused or kept failing)."""
 
+    def __init__(self, reason: str, attempts: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -54,7 +59,7 @@ class EngineConfig:
     concurrency: int = 16
     max_tokens: int = 1024
     temperature: float = 0.7
-    timeout: float = 60.0
+    timeout: float = 120.0
     max_attempts: int = 6
     rpm: float = 500.0
     tpm: float = 200_000.0
@@ -185,7 +190,6 @@ class Engine:
         """Generate sentences for every skill in ``skills`` not yet in ``store``."""
         cfg = self.config
         todo = [s for s in skills if s.uri not in store.done]
-        store.forget_failures({s.uri for s in todo})
         self.stats = RunStats()
         if not todo:
             self.stats.finished = time.monotonic()
@@ -193,9 +197,13 @@ class Engine:
         largest = max(estimate_prompt_tokens(build_messages(s, cfg.per_skill)) for s in todo) + cfg.max_tokens
         try:
             self.requests = bucket_for_limit(cfg.rpm, cfg.period, cfg.burst)
+        except ValueError as e:
+            raise GenerateError(f"--rpm is too small to leave room for a steady rate ({e})") from e
+        try:
             self.tokens = bucket_for_limit(cfg.tpm, cfg.period, cfg.burst, largest=largest)
         except ValueError as e:
-            raise GenerateError(f"--tpm {cfg.tpm:g} is too small for these requests ({e}); raise it or lower --max-tokens") from e
+            raise GenerateError(f"--tpm is too small for these requests ({e}); raise it or lower --max-tokens") from e
+        store.forget_failures({s.uri for s in todo})
         queue: asyncio.Queue[Skill] = asyncio.Queue()
         for s in todo:
             queue.put_nowait(s)
@@ -245,8 +253,8 @@ class Engine:
             try:
                 reply = await self._complete(session, build_messages(skill, need, kept))
             except _SkillError as e:
-                attempts += e.args[1]
-                problem = e.args[0]
+                attempts += e.attempts
+                problem = e.reason
                 break
             attempts += reply.attempts
             usage.update(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
@@ -260,7 +268,10 @@ class Engine:
             return SkillRecord(skill.uri, skill.label, kept, cfg.model, PROMPT_VERSION, dict(usage), attempts)
         if not problem:
             why = ", ".join(f"{n} {reason}" for reason, n in rejected.most_common()) or "none offered"
-            problem = f"only {len(kept)} usable sentences after {cfg.max_asks} asks (need {cfg.min_sentences}; rejected: {why})"
+            problem = (
+                f"only {len(kept)} usable sentences after {cfg.max_asks} asks "
+                f"(need {cfg.min_sentences}; rejected: {why})"
+            )
         return FailedRecord(skill.uri, skill.label, problem, cfg.model, PROMPT_VERSION, attempts)
 
     async def _complete(self, session: aiohttp.ClientSession, messages: list[dict[str, str]]) -> _Completion:
@@ -307,7 +318,9 @@ class Engine:
                     throttled += 1
                     self.tokens.adjust(-estimate)  # refused unserved: its tokens were not spent
                     hint = retry_after(headers)
-                    self._pause(hint if hint is not None else backoff(throttled, cfg.backoff_base, cfg.backoff_cap, self.rng))
+                    if hint is None:
+                        hint = backoff(throttled, cfg.backoff_base, cfg.backoff_cap, self.rng)
+                    self._pause(hint)
                 elif status in (401, 403):
                     raise GenerateError(
                         f"{cfg.chat_url} refused the API key (HTTP {status}): {message}. "
@@ -332,7 +345,9 @@ class Engine:
             if cause != "rate_limit":
                 await asyncio.sleep(backoff(failures, cfg.backoff_base, cfg.backoff_cap, self.rng))
 
-    def _account(self, text: str, usage: dict | None, estimated_prompt: int, estimate: int, attempts: int) -> _Completion:
+    def _account(
+        self, text: str, usage: dict | None, estimated_prompt: int, estimate: int, attempts: int
+    ) -> _Completion:
         assert self.tokens is not None
         usage = usage or {}
         prompt = usage.get("prompt_tokens")

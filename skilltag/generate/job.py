@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,15 +21,13 @@ class JobResult:
 def run_job(
     config: EngineConfig,
     skills: Sequence[Skill],
-    out_dir: str | os.PathLike,
+    store: OutputStore,
     *,
     price_in: float | None = None,
     price_out: float | None = None,
     on_result: Callable[[SkillRecord | FailedRecord], None] | None = None,
-    store: OutputStore | None = None,
 ) -> JobResult:
-    """Generate the skills of ``skills`` missing from ``out_dir``; the report is written even when the run stops early."""
-    store = store or OutputStore(out_dir)
+    """Generate the skills of ``skills`` missing from ``store``; the report is written even when the run stops early."""
     selected = {s.uri for s in skills}
     done_before = len(selected & store.done.keys())
     engine = Engine(config, on_result=on_result)
