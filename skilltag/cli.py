@@ -72,7 +72,8 @@ def index_cmd(output, taxonomy, model, device, alt_labels, hnsw_m, ef_constructi
     tax = load_taxonomy(taxonomy)
     encoder = Encoder(model, device=device)
     params = HnswParams(M=hnsw_m, ef_construction=ef_construction, ef=ef)
-    idx = SkillIndex.build(tax, encoder, alt_labels=alt_labels, params=params, show_progress=sys.stderr.isatty())
+    Console(stderr=True).print(f"embedding {len(tax)} ESCO skills with {encoder.info.name} on {encoder.device} ...")
+    idx = SkillIndex.build(tax, encoder, alt_labels=alt_labels, params=params)
     path = idx.save(output)
     m = idx.manifest
     Console(stderr=True).print(
@@ -87,7 +88,9 @@ def load_or_build_index(index_dir, taxonomy, encoder: Encoder) -> SkillIndex:
         given = taxonomy or os.environ.get(TAXONOMY_ENV_VAR)
         tax_sha = load_taxonomy(given).sha256 if given else None
         return SkillIndex.load(index_dir, model_sha256=encoder.info.sha256, taxonomy_sha256=tax_sha)
-    return SkillIndex.build(load_taxonomy(taxonomy), encoder, show_progress=sys.stderr.isatty())
+    tax = load_taxonomy(taxonomy)
+    Console(stderr=True).print(f"no --index: embedding {len(tax)} ESCO skills with {encoder.info.name} ...")
+    return SkillIndex.build(tax, encoder)
 
 
 @main.command("evaluate")
@@ -146,9 +149,13 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, index_dir, search, as_json
 @click.option("--batch-ads", default=DEFAULT_BATCH_ADS, show_default=True,
               help="Ads whose sentences are encoded together.")
 @click.option("--batch-size", default=None, type=int, help="Encoder batch size (default 64 CPU, 256 GPU).")
+@click.option("--search", type=click.Choice(["auto", "hnsw", "exact"]), default="auto", show_default=True,
+              help="Skill search: HNSW, or exact on the encoder's device (auto: exact on CUDA, else HNSW).")
+@click.option("--sentence-cache/--no-sentence-cache", default=True, show_default=True,
+              help="Encode each distinct sentence once per run (ads repeat boilerplate).")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier tag output in OUTPUT instead of resuming it.")
 def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, text_field, keep, fmt, threshold,
-            max_skills, top_k, shard_size, batch_ads, batch_size, overwrite):
+            max_skills, top_k, shard_size, batch_ads, batch_size, search, sentence_cache, overwrite):
     """Tag a corpus of job ads (JSONL/Parquet file, directory or glob) with ESCO skills.
 
     Rerunning the same command resumes: finished shards are skipped.
@@ -156,8 +163,10 @@ def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, te
     fields = Fields(id=id_field, text=text_field, keep=tuple(k.strip() for k in keep.split(",") if k.strip()))
     encoder = Encoder(model, device=device, batch_size=batch_size)
     idx = load_or_build_index(index_dir, taxonomy, encoder)
-    tagger = Tagger(encoder, idx, TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills))
-    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite)
+    if search == "auto":
+        search = "exact" if encoder.device.startswith("cuda") else "hnsw"
+    tagger = Tagger(encoder, idx, TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills, search=search))
+    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite, sentence_cache)
     summary = run_tag_job(job, tagger)
     print_tag_summary(summary)
 

@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MODEL_ENV_VAR = "SKILLTAG_MODEL"
+# Token budget per batch, as texts x tokens: job-ad sentences average ~25 tokens.
+TOKENS_PER_TEXT = 48
 
 
 class EncoderError(Exception):
@@ -74,7 +76,14 @@ class ModelInfo:
 
 
 class Encoder:
-    """Embeds text with a sentence-transformers model; rows are L2-normalised float32."""
+    """Embeds text with a sentence-transformers model; rows are L2-normalised float32.
+
+    The batching loop is ours rather than ``SentenceTransformer.encode``: texts are tokenised once,
+    sorted by token length and cut into batches by a token budget (short sentences in big batches,
+    long ones in small), truncated at the model's max length, copied to the GPU from pinned memory
+    without blocking, and kept on the device until the caller asks for host memory — one sync per
+    call, not one per batch.
+    """
 
     def __init__(
         self,
@@ -89,6 +98,7 @@ class Encoder:
                 f"No sentence-transformers model at {path}. Pass --model with a local model directory "
                 f"(models are never downloaded at run time)."
             )
+        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -96,11 +106,16 @@ class Encoder:
 
         self.device = pick_device(device)
         self.model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        self.model.eval()
         # Half precision doubles GPU throughput at no measurable ranking cost; CPUs gain nothing.
         self.fp16 = self.device.startswith("cuda") if fp16 is None else fp16
         if self.fp16:
             self.model.half()
-        self.batch_size = batch_size or (256 if self.device.startswith("cuda") else 64)
+        self.batch_size = batch_size or (512 if self.device.startswith("cuda") else 64)
+        self._tokenizer = self.model.tokenizer
+        self._pad_id = self._tokenizer.pad_token_id or 0
+        self._type_ids = "token_type_ids" in self._tokenizer.model_input_names
+        self._pin = self.device.startswith("cuda") and torch.cuda.is_available()
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         dim = dim or self.model.get_sentence_embedding_dimension()
         self.info = ModelInfo(
@@ -115,18 +130,60 @@ class Encoder:
     def dim(self) -> int:
         return self.info.dim
 
-    def encode(self, texts: list[str], batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
-        """Embeddings of ``texts`` in input order, shape (n, dim), float32, unit length.
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self._tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.info.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
 
-        sentence-transformers sorts inputs by length inside ``encode`` so each batch pads little.
-        """
+    def batches(self, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """Rows longest first, cut where the batch would exceed ``batch_size`` texts or its token budget."""
+        order = np.argsort(-lengths, kind="stable")
+        budget = batch_size * TOKENS_PER_TEXT
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            longest = int(lengths[order[start]])
+            size = max(1, min(batch_size, budget // max(longest, 1)))
+            out.append(order[start : start + size])
+            start += size
+        return out
+
+    def _features(self, rows: list[list[int]]) -> dict:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        feats = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if self._type_ids:
+            feats["token_type_ids"] = torch.zeros_like(feats["input_ids"])
+        if self._pin:
+            feats = {k: v.pin_memory() for k, v in feats.items()}
+        return {k: v.to(self.device, non_blocking=True) for k, v in feats.items()}
+
+    def encode_tensor(self, texts: list[str], batch_size: int | None = None):
+        """Embeddings as a float32 tensor on the encoder's device, rows in input order."""
+        import torch
+
+        tokens = self.tokenize(texts)
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        out = torch.empty((len(tokens), self.dim), dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            for rows in self.batches(lengths, batch_size or self.batch_size):
+                emb = self.model(self._features([tokens[i] for i in rows]))["sentence_embedding"]
+                index = torch.from_numpy(rows).to(self.device, non_blocking=True)
+                out[index] = torch.nn.functional.normalize(emb.float(), dim=1)
+        return out
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` in input order, shape (n, dim), float32, unit length."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self.model.encode(
-            list(texts),
-            batch_size=batch_size or self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return np.ascontiguousarray(self.encode_tensor(texts, batch_size).cpu().numpy())

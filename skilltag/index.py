@@ -123,6 +123,7 @@ class SkillIndex:
         self.vectors = vectors
         self.offsets = offsets
         self.graph = graph
+        self._device_vectors = None
         self.vector_skill = np.repeat(
             np.arange(len(offsets), dtype=np.int64), np.diff(np.append(offsets, len(vectors)))
         )
@@ -137,11 +138,10 @@ class SkillIndex:
         encoder: Encoder,
         alt_labels: bool = False,
         params: HnswParams = HnswParams(),
-        show_progress: bool = False,
     ) -> "SkillIndex":
         start = time.perf_counter()
         texts, offsets = skill_texts(taxonomy, alt_labels)
-        vectors = encoder.encode(texts, show_progress=show_progress)
+        vectors = encoder.encode(texts)
         graph = _build_graph(vectors, params)
         manifest = IndexManifest(
             model_name=encoder.info.name,
@@ -237,6 +237,35 @@ class SkillIndex:
     def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
         ids, scores = top_k(self.skill_scores(queries), k)
         return SearchResult(ids, scores)
+
+    def search_torch(self, queries, k: int, chunk: int = 8192) -> SearchResult:
+        """Exact top-k for a torch tensor of queries, computed on the tensor's device.
+
+        On a GPU this replaces HNSW: scoring 14k skills is one small matmul, and only the top-k
+        (not the embeddings) cross back to the host. Skill vectors are uploaded once per device.
+        """
+        import torch
+
+        k = min(k, len(self))
+        device = queries.device
+        if getattr(self, "_device_vectors", None) is None or self._device_vectors.device != device:
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            self._device_vectors = torch.from_numpy(self.vectors).to(device=device, dtype=dtype)
+            self._device_vector_skill = torch.from_numpy(self.vector_skill).to(device)
+        vectors, owner = self._device_vectors, self._device_vector_skill
+        ids, scores = [], []
+        with torch.inference_mode():
+            for start in range(0, len(queries), chunk):
+                sims = (queries[start : start + chunk].to(vectors.dtype) @ vectors.T).float()
+                if len(vectors) != len(self.offsets):
+                    per_skill = torch.full((len(sims), len(self)), -torch.inf, device=device)
+                    sims = per_skill.scatter_reduce_(1, owner.expand(len(sims), -1), sims, reduce="amax")
+                top = torch.topk(sims, k, dim=1)
+                ids.append(top.indices)
+                scores.append(top.values)
+        if not ids:
+            return SearchResult(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+        return SearchResult(torch.cat(ids).cpu().numpy().astype(np.int64), torch.cat(scores).cpu().numpy())
 
     def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> SearchResult:
         """Approximate top-k skills per query through the HNSW graph."""

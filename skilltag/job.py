@@ -8,9 +8,12 @@ one output directory, progress, and a summary.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
@@ -21,7 +24,8 @@ from skilltag.corpus import (
 from skilltag.index import IndexManifest
 from skilltag.progress import JobProgress
 from skilltag.rundir import RunDir, ShardStats
-from skilltag.tagger import SkillHit, StageTimes, TagConfig, Tagger
+from skilltag.cache import SentenceCache
+from skilltag.tagger import Sentences, SkillHit, StageTimes, TagConfig, Tagger
 
 DEFAULT_SHARD_SIZE = 5000
 DEFAULT_BATCH_ADS = 256
@@ -40,6 +44,7 @@ class TagJob:
     shard_size: int = DEFAULT_SHARD_SIZE
     batch_ads: int = DEFAULT_BATCH_ADS
     overwrite: bool = False  # start afresh instead of resuming or refusing
+    sentence_cache: bool = True  # encode each distinct sentence once per run (see skilltag.cache)
 
 
 def output_schema(keep: tuple[str, ...]) -> dict:
@@ -73,6 +78,7 @@ def job_fingerprint(
         "format": job.fmt,
         "shard_size": job.shard_size,
         "tag_config": asdict(cfg),
+        "sentence_cache": job.sentence_cache,
         "model_sha256": model_sha256,
         "index": hashlib.sha256(repr(sorted(manifest.items())).encode()).hexdigest(),
     }
@@ -91,20 +97,86 @@ def to_frame(batch: AdBatch, skills: list[list[SkillHit]], n_sentences, truncate
     )
 
 
-def tag_batch(tagger: Tagger, batch: AdBatch, batch_ads: int, times: StageTimes):
-    """Tag a shard's ads in encoder-sized slices; returns skills, sentence counts, truncation flags, distinct."""
+@dataclass
+class PreparedShard:
+    """A shard read and split ahead of the encoder, or one an earlier run finished."""
+
+    shard: Shard
+    done: bool
+    batch: AdBatch | None = None
+    rejects: list[Reject] = field(default_factory=list)
+    slices: list[tuple[Sentences, float]] = field(default_factory=list)
+
+
+def prepare_shards(shards: list[Shard], run: RunDir, job: TagJob, tagger: Tagger) -> Iterator[PreparedShard]:
+    """Read, validate and split shard after shard (CPU work that can run beside the encoder)."""
+    seen_ids: set[str] = set()
+    for shard in shards:
+        if run.is_done(shard.name):
+            seen_ids.update(run.done_ids(shard.name))
+            yield PreparedShard(shard, done=True)
+            continue
+        batch, rejects = read_shard(shard, job.fields, seen_ids)
+        slices = [tagger.prepare(batch.texts[s : s + job.batch_ads]) for s in range(0, len(batch), job.batch_ads)]
+        yield PreparedShard(shard, False, batch, rejects, slices)
+
+
+def prefetched(items: Iterator, depth: int = 1) -> Iterator:
+    """Run an iterator in a thread, ``depth`` items ahead; its errors surface in the consumer.
+
+    Splitting is pure Python while the encoder runs in torch with the GIL released, so one
+    thread is enough to keep the next shard ready.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((None, None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put((None, e))
+
+    thread = threading.Thread(target=work, name="skilltag-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is None:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def tag_prepared(tagger: Tagger, prepared: PreparedShard, times: StageTimes):
+    """Encode, search and aggregate a prepared shard: skills, sentence counts, truncation, sentences encoded."""
     skills: list[list[SkillHit]] = []
     n_sentences: list[int] = []
     truncated: list[bool] = []
-    distinct = 0
-    for start in range(0, len(batch), batch_ads):
-        tagged = tagger.tag(batch.texts[start : start + batch_ads])
+    encoded = 0
+    for sentences, split_seconds in prepared.slices:
+        tagged = tagger.finish(sentences, split_seconds)
         skills.extend(tagged.skills)
         n_sentences.extend(tagged.n_sentences.tolist())
         truncated.extend(tagged.truncated.tolist())
-        distinct += tagged.n_unique_sentences
+        encoded += tagged.n_encoded
         times.add(tagged.times)
-    return skills, n_sentences, truncated, distinct
+    return skills, n_sentences, truncated, encoded
 
 
 def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> dict:
@@ -116,31 +188,40 @@ def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> di
     if job.overwrite:
         run.clear()
     run.open(fingerprint(job, files, tagger))
+    cache = SentenceCache(tagger.cfg.top_k) if job.sentence_cache else None
+    tagger = Tagger(tagger.encoder, tagger.index, tagger.cfg, cache)
 
-    seen_ids: set[str] = set()
     stats: list[ShardStats] = []
     times = StageTimes()
-    fresh_ads = fresh_sentences = fresh_distinct = skipped = 0
+    fresh_ads = fresh_sentences = fresh_encoded = skipped = 0
     started = time.perf_counter()
     with JobProgress(sum(s.count for s in shards), "ads", description) as progress:
-        for shard in shards:
-            if run.is_done(shard.name):
-                seen_ids.update(run.done_ids(shard.name))
+        for prepared in prefetched(prepare_shards(shards, run, job, tagger)):
+            shard = prepared.shard
+            if cache is not None:
+                cache.start_shard()
+            if prepared.done:
+                entries = run.cache_entries(shard.name) if cache is not None else None
+                if entries is not None:
+                    cache.add(*entries)
                 stats.append(run.stats(shard.name))
                 progress.advance(shard.count, skipped=True)
                 skipped += 1
                 continue
-            batch, rejects = read_shard(shard, job.fields, seen_ids)
-            skills, n_sentences, truncated, distinct = tag_batch(tagger, batch, job.batch_ads, times)
-            frame, shard_stats = shard_output(shard, batch, rejects, skills, n_sentences, truncated, job.fields.keep)
-            run.write_shard(shard_stats, frame, rejects)
+            skills, n_sentences, truncated, encoded = tag_prepared(tagger, prepared, times)
+            frame, shard_stats = shard_output(
+                shard, prepared.batch, prepared.rejects, skills, n_sentences, truncated, job.fields.keep
+            )
+            run.write_shard(shard_stats, frame, prepared.rejects, cache.shard_entries() if cache else None)
             stats.append(shard_stats)
-            fresh_ads += len(batch)
+            fresh_ads += len(prepared.batch)
             fresh_sentences += shard_stats.sentences
-            fresh_distinct += distinct
+            fresh_encoded += encoded
             progress.advance(shard.count)
     elapsed = time.perf_counter() - started
-    this_run = this_run_summary(fresh_ads, fresh_sentences, fresh_distinct, elapsed, times)
+    this_run = this_run_summary(fresh_ads, fresh_sentences, fresh_encoded, elapsed, times)
+    if cache is not None:
+        this_run["cache_hit_rate"] = round(cache.hit_rate(), 4)
     summary = summarize(job, run, files, len(shards), blank_lines, stats, skipped, tagger.encoder.info.name,
                         tagger.encoder.device, this_run)
     run.write_summary(summary)
@@ -167,11 +248,11 @@ def shard_output(
     return frame, shard_stats
 
 
-def this_run_summary(ads: int, sentences: int, distinct: int, elapsed: float, times: StageTimes) -> dict:
+def this_run_summary(ads: int, sentences: int, encoded: int, elapsed: float, times: StageTimes) -> dict:
     return {
         "ads": ads,
         "sentences": sentences,
-        "distinct_sentences": distinct,
+        "encoded_sentences": encoded,
         "seconds": round(elapsed, 3),
         "ads_per_s": round(ads / elapsed, 2) if elapsed else 0.0,
         "sentences_per_s": round(sentences / elapsed, 2) if elapsed else 0.0,

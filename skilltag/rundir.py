@@ -1,7 +1,8 @@
 """Output directory of a tagging job: one part file and one completion marker per shard.
 
 Layout (like datatrove): ``part-FFFFF-SSSSS.parquet`` (or ``.jsonl``) per input shard,
-``rejects/part-….jsonl`` for that shard's rejected records, ``_markers/part-….json`` written last,
+``rejects/part-….jsonl`` for that shard's rejected records, ``_cache/part-….npz`` with the
+sentence-cache entries it added (see ``skilltag.cache``), ``_markers/part-….json`` written last,
 ``_run.json`` with the job's fingerprint, ``_summary.json`` at the end. A shard counts as done only
 when its marker exists, and every file is written to a temporary name, fsynced and renamed, so
 a kill at any moment leaves either a finished shard or none.
@@ -9,12 +10,14 @@ a kill at any moment leaves either a finished shard or none.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from skilltag.corpus import Reject
@@ -64,6 +67,7 @@ class RunDir:
         self.fmt = fmt
         self.markers = self.root / "_markers"
         self.rejects = self.root / "rejects"
+        self.cache = self.root / "_cache"
 
     def clear(self) -> None:
         """Remove a previous job's output (only a directory that a skilltag job wrote)."""
@@ -81,6 +85,7 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self.markers.mkdir(exist_ok=True)
         self.rejects.mkdir(exist_ok=True)
+        self.cache.mkdir(exist_ok=True)
         run_file = self.root / RUN_FILE
         if run_file.exists():
             previous = json.loads(run_file.read_text())
@@ -114,7 +119,21 @@ class RunDir:
             return pl.read_parquet(path, columns=["id"])["id"].to_list()
         return pl.read_ndjson(path, schema={"id": pl.String})["id"].to_list() if path.stat().st_size else []
 
-    def write_shard(self, stats: ShardStats, frame: pl.DataFrame, rejects: list[Reject]) -> None:
+    def cache_entries(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The sentence-cache entries a finished shard added (keys, skill ids, scores), if saved."""
+        path = self.cache / f"{name}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return data["keys"], data["ids"], data["scores"]
+
+    def write_shard(
+        self,
+        stats: ShardStats,
+        frame: pl.DataFrame,
+        rejects: list[Reject],
+        cache_entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         part = self.part_path(stats.name)
         tmp = part.with_name(f".{part.name}.tmp")
         if self.fmt == "parquet":
@@ -127,6 +146,11 @@ class RunDir:
         reject_path = self.rejects / f"{stats.name}.jsonl"
         lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rejects)
         atomic_write_bytes(reject_path, lines.encode())
+        if cache_entries is not None:
+            buf = io.BytesIO()
+            keys, ids, scores = cache_entries
+            np.savez(buf, keys=keys, ids=ids, scores=scores)
+            atomic_write_bytes(self.cache / f"{stats.name}.npz", buf.getvalue())
         # The marker goes last: its presence means the part and the rejects are complete.
         atomic_write_bytes(self.marker_path(stats.name), json.dumps(asdict(stats)).encode())
         _fsync_dir(self.root)

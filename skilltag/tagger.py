@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from skilltag.cache import SentenceCache, text_keys
 from skilltag.encoder import Encoder
 from skilltag.index import SearchResult, SkillIndex
 from skilltag.split import DEFAULT_MAX_SENTENCE_CHARS, DEFAULT_MAX_SENTENCES, SPLITTER_VERSION, split_sentences
 
 DEFAULT_TOP_K = 5
-DEFAULT_THRESHOLD = 0.45
+DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_SKILLS = 30
 
 
@@ -36,6 +37,7 @@ class TagConfig:
     max_skills: int = DEFAULT_MAX_SKILLS
     max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS
     max_sentences: int = DEFAULT_MAX_SENTENCES
+    search: str = "hnsw"  # or "exact": brute force on the encoder's device (the GPU default)
     splitter_version: str = SPLITTER_VERSION
 
 
@@ -78,7 +80,7 @@ class TaggedBatch:
     skills: list[list[SkillHit]]
     n_sentences: np.ndarray
     truncated: np.ndarray
-    n_unique_sentences: int
+    n_encoded: int  # sentences sent to the encoder (distinct, not cached)
     times: StageTimes = field(default_factory=StageTimes)
 
 
@@ -108,13 +110,15 @@ def unique_texts(texts: list[str]) -> tuple[list[str], np.ndarray]:
     return list(first), inverse
 
 
-def encode_sentences(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    """Step 2: embed sentences (one batched, length-sorted pass over the whole list)."""
-    return encoder.encode(texts)
+def encode_sentences(encoder: Encoder, texts: list[str], on_device: bool = False):
+    """Step 2: embed sentences (token-length-sorted batches); ``on_device`` keeps them on the GPU."""
+    return encoder.encode_tensor(texts) if on_device else encoder.encode(texts)
 
 
-def search_skills(index: SkillIndex, vectors: np.ndarray, k: int) -> SearchResult:
-    """Step 3: top-k skills per sentence from the HNSW index."""
+def search_skills(index: SkillIndex, vectors, k: int, exact: bool = False) -> SearchResult:
+    """Step 3: top-k skills per sentence: HNSW, or exact on the vectors' device (GPU: a matmul)."""
+    if exact:
+        return index.search_torch(vectors, k) if not isinstance(vectors, np.ndarray) else index.search_exact(vectors, k)
     return index.search(vectors, k)
 
 
@@ -156,25 +160,65 @@ def aggregate(
 
 
 class Tagger:
-    """Holds the encoder and index; ``tag`` runs the four steps over a batch of ad texts."""
+    """Holds the encoder, index and an optional run-wide sentence cache.
 
-    def __init__(self, encoder: Encoder, index: SkillIndex, cfg: TagConfig = TagConfig()):
+    ``prepare`` (CPU, pure Python) and ``finish`` (encoder and index) are separate so a job can
+    split the next batch while the encoder works on this one; ``tag`` does both.
+    """
+
+    def __init__(self, encoder: Encoder, index: SkillIndex, cfg: TagConfig = TagConfig(),
+                 cache: SentenceCache | None = None):
+        if cfg.search not in ("hnsw", "exact"):
+            raise ValueError(f"unknown search {cfg.search!r}; use 'hnsw' or 'exact'")
         self.encoder = encoder
         self.index = index
         self.cfg = cfg
+        self.cache = cache
+
+    def prepare(self, texts: list[str]) -> tuple[Sentences, float]:
+        t0 = time.perf_counter()
+        return split_ads(texts, self.cfg), time.perf_counter() - t0
+
+    def finish(self, sentences: Sentences, split_seconds: float = 0.0) -> TaggedBatch:
+        times = StageTimes(split=split_seconds)
+        t0 = time.perf_counter()
+        distinct, inverse = unique_texts(sentences.text)
+        times.split += time.perf_counter() - t0
+        hits, n_encoded = self._distinct_hits(distinct, times)
+        t1 = time.perf_counter()
+        expanded = SearchResult(hits.skill_ids[inverse], hits.scores[inverse])
+        n_ads = len(sentences.per_ad)
+        skills = aggregate(sentences, expanded, n_ads, self.index.uris, self.index.labels, self.cfg)
+        times.aggregate = time.perf_counter() - t1
+        return TaggedBatch(skills, sentences.per_ad, sentences.truncated, n_encoded, times)
+
+    def _distinct_hits(self, distinct: list[str], times: StageTimes) -> tuple[SearchResult, int]:
+        """Top-k per distinct sentence (from the cache where seen before in this run), and how many were encoded."""
+        t0 = time.perf_counter()
+        k = min(self.cfg.top_k, len(self.index))
+        if self.cache is None:
+            keys, hit = None, np.zeros(len(distinct), dtype=bool)
+            ids = np.zeros((len(distinct), k), np.int64)
+            scores = np.zeros((len(distinct), k), np.float32)
+        else:
+            keys = text_keys(distinct)
+            hit, ids, scores = self.cache.lookup(keys)
+        miss = np.flatnonzero(~hit)
+        t1 = time.perf_counter()
+        times.split += t1 - t0
+        if len(miss):
+            exact = self.cfg.search == "exact"
+            vectors = encode_sentences(self.encoder, [distinct[i] for i in miss], on_device=exact)
+            t2 = time.perf_counter()
+            fresh = search_skills(self.index, vectors, k, exact=exact)
+            t3 = time.perf_counter()
+            times.encode += t2 - t1
+            times.search += t3 - t2
+            ids[miss], scores[miss] = fresh.skill_ids, fresh.scores
+            if self.cache is not None:
+                self.cache.add(keys[miss], fresh.skill_ids, fresh.scores)
+        return SearchResult(ids, scores), len(miss)
 
     def tag(self, texts: list[str]) -> TaggedBatch:
-        times = StageTimes()
-        t0 = time.perf_counter()
-        sentences = split_ads(texts, self.cfg)
-        distinct, inverse = unique_texts(sentences.text)
-        t1 = time.perf_counter()
-        vectors = encode_sentences(self.encoder, distinct)
-        t2 = time.perf_counter()
-        distinct_hits = search_skills(self.index, vectors, self.cfg.top_k)
-        hits = SearchResult(distinct_hits.skill_ids[inverse], distinct_hits.scores[inverse])
-        t3 = time.perf_counter()
-        skills = aggregate(sentences, hits, len(texts), self.index.uris, self.index.labels, self.cfg)
-        t4 = time.perf_counter()
-        times.split, times.encode, times.search, times.aggregate = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        return TaggedBatch(skills, sentences.per_ad, sentences.truncated, len(distinct), times)
+        sentences, split_seconds = self.prepare(texts)
+        return self.finish(sentences, split_seconds)
