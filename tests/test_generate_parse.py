@@ -26,6 +26,21 @@ def test_split_answer_forms(answer):
     assert split_answer(answer) == GOOD
 
 
+def test_inline_numbered_items_are_split():
+    answer = "Sentences: 1. You will manage the warehouse team, 2. Experience with forklifts is required."
+    assert split_answer(answer) == ["Sentences:", "You will manage the warehouse team", GOOD[1]]
+
+
+def test_prose_is_split_into_sentences():
+    answer = "You will manage the warehouse team. Experience with forklifts is required."
+    assert split_answer(answer) == GOOD
+
+
+def test_numbers_inside_a_sentence_do_not_split_it():
+    answer = "- You need 3. 5 years of experience with forklifts and 2. tools"
+    assert split_answer(answer) == ["You need 3. 5 years of experience with forklifts and 2. tools"]
+
+
 def test_array_cut_off_by_max_tokens_keeps_complete_strings():
     answer = '["You will manage the warehouse team.", "Experience with \\"heavy\\" forklifts is req'
     assert split_answer(answer) == ["You will manage the warehouse team."]
@@ -47,6 +62,7 @@ def test_non_string_items_are_dropped():
         ("Description of skill: Supervise the operations of a prison.", "prompt_echo"),
         ("| Sentence 1 | Conduct outreach activities in social work |", "markup"),
         ("## Sentences for the job advert", "markup"),
+        ('Statement": "Supervise corrections and ensure compliance with the law,', "markup"),
         ("Sie werden das Team leiten und fuhren.", "not_english"),
         ("Вы будете управлять командой и бюджетом компании.", "not_english"),
         ("El candidato será responsable de la gestión del equipo.", "not_english"),

@@ -16,6 +16,8 @@ _LIST_MARK = re.compile(r"^\s*(?:[-*•·]|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+")
 # Small models often echo the prompt's field names back as "sentences".
 _PROMPT_ECHO = re.compile(r"^(?:skill|description|description of (?:the )?skill|sentence \d+)\s*:", re.I)
 _STRING_LITERAL = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_INLINE_NUMBER = re.compile(r"(?:^|(?<=[\s,;]))(\d{1,2})[.)]\s+")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 # Frequent English function words that other European languages lack: a job-ad sentence in
 # English contains at least one.
@@ -34,13 +36,28 @@ class Screened:
 
 
 def split_answer(text: str) -> list[str]:
-    """Candidate sentences from a JSON array (possibly fenced or wrapped in an object), else list lines."""
+    """Candidate sentences from a JSON array (possibly fenced or wrapped in an object), else from
+    list items or prose: one candidate per line, per inline-numbered item, per sentence."""
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
     from_json = _json_strings(body)
     if from_json is not None:
         return from_json
-    return [_unquote(_LIST_MARK.sub("", line)) for line in body.splitlines() if line.strip()]
+    candidates = []
+    for line in body.splitlines():
+        for item in _inline_items(line):
+            candidates.extend(_SENTENCE_BREAK.split(_unquote(_LIST_MARK.sub("", item))))
+    return [c for c in candidates if c]
+
+
+def _inline_items(line: str) -> list[str]:
+    """'1. Do this, 2. Do that' as two items; a line without a run of numbers 1, 2, ... is one item."""
+    marks = list(_INLINE_NUMBER.finditer(line))
+    numbers = [int(m.group(1)) for m in marks]
+    if len(marks) < 2 or numbers != list(range(1, len(marks) + 1)):
+        return [line]
+    ends = [m.start() for m in marks[1:]] + [len(line)]
+    return [line[: marks[0].start()]] + [line[m.end() : end].strip().rstrip(",;") for m, end in zip(marks, ends)]
 
 
 def _json_strings(body: str) -> list[str] | None:
@@ -90,7 +107,7 @@ def reject_reason(sentence: str) -> str | None:
         return "preamble"
     if _PROMPT_ECHO.match(sentence):
         return "prompt_echo"
-    if sentence[0] in "|#<{[" or sentence.count("|") >= 2:
+    if sentence[0] in "|#<{[" or sentence.count("|") >= 2 or '":' in sentence:
         return "markup"
     letters = [c for c in sentence if c.isalpha()]
     if sum(c.isascii() for c in letters) < 0.9 * len(letters):
