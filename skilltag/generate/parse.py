@@ -15,6 +15,8 @@ _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.S)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•·]|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+")
 # Small models often echo the prompt's field names back as "sentences".
 _PROMPT_ECHO = re.compile(r"^(?:skill|description|description of (?:the )?skill|sentence \d+)\s*:", re.I)
+# Brackets, braces, table bars, tags or a quoted key: pieces of JSON or markdown, not prose.
+_MARKUP = re.compile(r'[\[\]{}<>]|\|.*\||"\s*:')
 _STRING_LITERAL = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _INLINE_NUMBER = re.compile(r"(?:^|(?<=[\s,;]))(\d{1,2})[.)]\s+")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -107,7 +109,7 @@ def reject_reason(sentence: str) -> str | None:
         return "preamble"
     if _PROMPT_ECHO.match(sentence):
         return "prompt_echo"
-    if sentence[0] in "|#<{[" or sentence.count("|") >= 2 or '":' in sentence:
+    if _MARKUP.search(sentence) or sentence.startswith("#") or sentence.count('"') % 2:
         return "markup"
     letters = [c for c in sentence if c.isalpha()]
     if sum(c.isascii() for c in letters) < 0.9 * len(letters):
