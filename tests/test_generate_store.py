@@ -85,3 +85,12 @@ def test_failures_are_forgotten_only_when_retried_or_done(tmp_path):
     again = OutputStore(tmp_path)
     again.forget_failures({"uri:0"})
     assert [r["uri"] for r in lines(again.failed_path)] == ["uri:1"]
+
+
+def test_a_second_writer_is_refused_until_the_first_is_done(tmp_path):
+    first = OutputStore(tmp_path, exclusive=True)
+    with pytest.raises(StoreError, match="another skilltag generate is writing"):
+        OutputStore(tmp_path, exclusive=True)
+    first.close()
+    with OutputStore(tmp_path, exclusive=True) as again:
+        assert again.dir == tmp_path

@@ -110,16 +110,20 @@ def _generate(console: Console, *, out_dir, model, taxonomy, api_key_env, skills
     )
     tax = load_taxonomy(taxonomy)
     skills = select_skills(tax.skills, read_wanted(skills_file) if skills_file else None, limit)
-    store = OutputStore(out_dir)
+    with OutputStore(out_dir, exclusive=True) as store:
+        return _run(console, config, skills, store, price_in, price_out)
+
+
+def _run(console: Console, config: EngineConfig, skills, store: OutputStore, price_in, price_out) -> int:
     if store.repaired_bytes:
         log.warning("cut a torn last line (%d bytes) from %s", store.repaired_bytes, store.sentences_path)
-    others = {k: n for k, n in store.made_by.items() if k != (model, PROMPT_VERSION)}
+    others = {k: n for k, n in store.made_by.items() if k != (config.model, PROMPT_VERSION)}
     for (other_model, version), n in others.items():
         log.warning("%s already holds %d skills from model %s, prompt %s; they are kept and skipped",
                     store.sentences_path, n, other_model, version)
     before = sum(1 for s in skills if s.uri in store.done)
     log.info("%d skills selected, %d already done; generating %d with %s at %s",
-             len(skills), before, len(skills) - before, model, config.base_url)
+             len(skills), before, len(skills) - before, config.model, config.base_url)
     with JobProgress(len(skills), "skills", "generate", console=console) as progress:
         progress.advance(before, skipped=True)
         result = run_job(config, skills, store, price_in=price_in, price_out=price_out,

@@ -9,6 +9,7 @@ they are tried again on the next run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections import Counter
@@ -17,6 +18,7 @@ from pathlib import Path
 
 SENTENCES_FILE = "sentences.jsonl"
 FAILED_FILE = "failed.jsonl"
+LOCK_FILE = ".lock"
 
 
 class StoreError(Exception):
@@ -107,13 +109,24 @@ def _read_lines(path: Path) -> tuple[list[dict], int]:
 class OutputStore:
     """The finished skills on disk, and the only way to add to them."""
 
-    def __init__(self, out_dir: str | os.PathLike) -> None:
+    def __init__(self, out_dir: str | os.PathLike, *, exclusive: bool = False) -> None:
+        """Read what is done; ``exclusive`` first claims the directory so no other run writes to it."""
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise StoreError(f"{self.dir} exists and is not a directory")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        if exclusive:
+            self._lock()
         self.sentences_path = self.dir / SENTENCES_FILE
         self.failed_path = self.dir / FAILED_FILE
+        try:
+            self._read()
+        except StoreError:
+            self.close()
+            raise
+
+    def _read(self) -> None:
         records, self.repaired_bytes = _read_lines(self.sentences_path)
         self.done: dict[str, int] = {}
         self.made_by: Counter[tuple[str, str]] = Counter()
@@ -127,6 +140,28 @@ class OutputStore:
         if duplicates:
             raise StoreError(f"{self.sentences_path}: {duplicates} skill(s) appear twice; this file was not written by us")
         self.previous_failures, _ = _read_lines(self.failed_path)
+
+    def _lock(self) -> None:
+        # Held until close() or the process ends (kill -9 included). Two runs appending to one
+        # directory would each skip only what was done when they started, and write some skills twice.
+        fd = os.open(self.dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"another skilltag generate is writing to {self.dir}; wait for it or stop it") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "OutputStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def append_done(self, records: list[SkillRecord]) -> list[SkillRecord]:
         """Durably add finished skills not yet on disk; returns those written."""
