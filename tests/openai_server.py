@@ -100,6 +100,9 @@ class ChatServer:
     """The request handler and its bookkeeping (one event loop, no locks needed inside it)."""
 
     def __init__(self, config: ServerConfig) -> None:
+        unknown = {*config.faults, *config.fault_rates} - {*FAULTS, "ok"}
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; choose from {FAULTS}")
         self.config = config
         self.faults = deque(config.faults)
         self.rng = random.Random(config.seed)
