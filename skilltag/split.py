@@ -75,6 +75,26 @@ def _chop(text: str, start: int, max_chars: int):
         yield text, start, start + len(text)
 
 
+def _sentence_spans(piece: str) -> list[tuple[int, int]]:
+    """blingfire's sentence spans of one piece.
+
+    ``text_to_sentences`` runs in C; its offsets twin maps byte offsets back in a Python loop per
+    character (most of the splitter's time), so spans are found with ``str.find`` instead, falling
+    back to the slow twin only if blingfire ever rewrote the text.
+    """
+    spans = []
+    cursor = 0
+    for sentence in blingfire.text_to_sentences(piece).split("\n"):
+        if not sentence:
+            continue
+        start = piece.find(sentence, cursor)
+        if start < 0:
+            return blingfire.text_to_sentences_and_offsets(piece)[1]
+        spans.append((start, start + len(sentence)))
+        cursor = start + len(sentence)
+    return spans
+
+
 def _is_header(sentence: str) -> bool:
     """"Job description:", "Requirements:" introduce a section; as text they only match skill names."""
     return sentence.endswith(":") and len(sentence.split()) <= HEADER_MAX_WORDS
@@ -93,8 +113,7 @@ def split_sentences(
             piece = piece[marker.end() :]
         if not _HAS_LETTER.search(piece):
             continue
-        _, offsets = blingfire.text_to_sentences_and_offsets(piece)
-        for s, e in offsets:
+        for s, e in _sentence_spans(piece):
             raw = piece[s:e]
             if not _HAS_LETTER.search(raw):
                 continue
