@@ -256,8 +256,11 @@ def train(
     log(f"{len(pairs)} pairs, {glued} augmented (p={params.augment_p}), device {device}")
 
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import is_training_available
     from transformers.utils import logging as hf_logging
 
+    if not is_training_available():
+        raise TrainError("training needs the packages datasets and accelerate: pip install datasets accelerate")
     hf_logging.set_verbosity_error()
     try:
         model = SentenceTransformer(str(base), device=device, local_files_only=True)
