@@ -14,12 +14,14 @@ from rich.table import Table
 from skilltag.corpus import CorpusError, Fields
 from skilltag.encoder import Encoder, EncoderError
 from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark
+from skilltag.generate.command import generate
 from skilltag.index import HnswParams, SkillIndex, SkillIndexError
 from skilltag.job import DEFAULT_BATCH_ADS, DEFAULT_SHARD_SIZE, TagJob, run_tag_job
 from skilltag.rundir import RunMismatchError
 from skilltag.tagger import TagConfig, Tagger
 from skilltag.taxonomy import ENV_VAR as TAXONOMY_ENV_VAR
 from skilltag.taxonomy import TaxonomyError, load_taxonomy
+from skilltag.train_command import train
 
 USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError)
 
@@ -193,6 +195,9 @@ def print_tag_summary(summary: dict) -> None:
     Console(stderr=True).print(table)
     Console(stderr=True).print(f"summary: {summary['output']}/_summary.json; rejects: {summary['output']}/rejects/")
 
+
+main.add_command(generate)
+main.add_command(train)
 
 if __name__ == "__main__":
     main()

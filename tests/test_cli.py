@@ -10,7 +10,7 @@ from conftest import BENCH_DIR
 
 def test_help_lists_every_command():
     out = CliRunner().invoke(main, ["--help"]).output
-    for command in ("index", "evaluate", "tag"):
+    for command in ("generate", "train", "index", "tag", "evaluate"):
         assert command in out
 
 
