@@ -1,11 +1,15 @@
 """``skilltag tag --engine ray``: the local job's shards, checks, tagging steps and output, run on Ray Data.
 
-One implementation, two executors. Every step is the function the local engine calls
-(``corpus.read_shard``, ``tagger.split_ads``/``unique_texts``/``encode_sentences``/``search_skills``/
-``aggregate``, ``job.shard_output``, ``RunDir.write_shard``); Ray only decides where each one runs::
+One implementation, two executors. Every step is the code the local engine runs
+(``corpus.read_shard``, ``tagger.split_ads``, ``job.tag_prepared`` -> ``Tagger.finish``: distinct
+sentences, encode, search, ``aggregate``; ``job.shard_output``, ``RunDir.write_shard``); Ray only
+decides where each one runs::
 
-    shards -> read + split (CPU tasks) -> encode + search (actor pool: model and index load once per
-           actor, on a GPU when it has one) -> aggregate + write part, rejects, marker (CPU tasks)
+    shards -> read + split (CPU tasks) -> encode, search, aggregate (actor pool: model and index
+           load once per actor, on a GPU when it has one) -> write part, rejects, marker (CPU tasks)
+
+(With CPU-only encoders Ray fuses read + split into the encoder actor: it would run on the same
+cores either way, and one hand-over of the shard is saved.)
 
 A Ray row is one shard, not one ad, so one task writes a shard's part file, rejects and marker, and
 the output directory is the local engine's: same file names, same ``_run.json`` fingerprint, same
@@ -28,35 +32,36 @@ import os
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from skilltag.corpus import AdBatch, Fields, Reject, Shard, check_fields, discover_inputs, plan_shards, read_shard
+from skilltag.cache import SentenceCache
+from skilltag.corpus import Fields, Shard, check_fields, discover_inputs, plan_shards, read_shard
 from skilltag.encoder import Encoder, EncoderError, default_model_path, model_fingerprint
-from skilltag.index import SearchResult, SkillIndex, SkillIndexError
-from skilltag.job import TagJob, job_fingerprint, shard_output, summarize, this_run_summary
+from skilltag.index import IndexManifest, SkillIndex, SkillIndexError
+from skilltag.job import (
+    PreparedShard,
+    TagJob,
+    job_fingerprint,
+    shard_output,
+    summarize,
+    tag_prepared,
+    this_run_summary,
+)
 from skilltag.progress import JobProgress
 from skilltag.rundir import RunDir, ShardStats
-from skilltag.tagger import (
-    Sentences,
-    StageTimes,
-    TagConfig,
-    aggregate,
-    encode_sentences,
-    search_skills,
-    split_ads,
-    unique_texts,
-)
+from skilltag.tagger import StageTimes, TagConfig, Tagger, split_ads
 
 PAYLOAD = "payload"
 
 
 @dataclass(frozen=True)
 class RayOptions:
-    # None starts a private local Ray; "auto" or "ray://head:10001" joins a running cluster.
+    # Passed to ray.init. None: the cluster in $RAY_ADDRESS (set by `ray job submit`) or one `ray start`
+    # began on this machine, else a new local Ray for this job; "local" always starts a new one;
+    # "auto" only joins; "ray://head:10001" joins through Ray Client.
     address: str | None = None
     # None: one encoder per GPU share, or on a CPU-only cluster one per CPU but one (kept for the CPU stages).
     num_encoders: int | None = None
@@ -78,32 +83,37 @@ class EncoderPool:
 
 
 @dataclass
-class _Slice:
-    """``batch_ads`` ads of a shard as the encoder sees them: their sentences and the distinct ones."""
-
-    sentences: Sentences
-    distinct: list[str]
-    inverse: np.ndarray
-    hits: SearchResult | None = None
-
-
-@dataclass
 class _ShardWork:
     """One shard on its way through the stages; ``order`` ranks it for the first-occurrence rule."""
 
     order: int
     shard: Shard
-    batch: AdBatch | None = None
-    rejects: list[Reject] = field(default_factory=list)
-    slices: list[_Slice] = field(default_factory=list)
+    prepared: PreparedShard | None = None
+    tagged: tuple | None = None  # tag_prepared's (skills, n_sentences, truncated, encoded)
     times: StageTimes = field(default_factory=StageTimes)
+    cache_lookups: int = 0
+    cache_hits: int = 0
 
 
 @dataclass(frozen=True)
 class _ShardDone:
     stats: ShardStats
-    distinct: int
+    encoded: int
     times: StageTimes
+    cache_lookups: int
+    cache_hits: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the stages need besides the shard itself; every path absolute, as workers run elsewhere."""
+
+    job: TagJob
+    cfg: TagConfig
+    model_dir: str
+    index_dir: str
+    batch_size: int | None
+    run: RunDir
 
 
 def encoder_pool(options: RayOptions, cluster: dict[str, float]) -> EncoderPool:
@@ -150,6 +160,7 @@ def _shard_ids(batch: dict[str, np.ndarray], fields: Fields, run: RunDir) -> dic
 def first_holders(ray, shards: list[Shard], fields: Fields, run: RunDir) -> dict[str, int]:
     """For each id that is valid in more than one shard, the order of the first such shard."""
     from ray.data.aggregate import Count, Min
+    from ray.data.expressions import col
 
     if len(shards) < 2:
         return {}
@@ -158,197 +169,189 @@ def first_holders(ray, shards: list[Shard], fields: Fields, run: RunDir) -> dict
     # and the (id, order) rows are small.
     ids.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     ids = ids.map_batches(_shard_ids, batch_size=1, fn_kwargs={"fields": fields, "run": run})
-    # Ray's default of 200 hash partitions is sized for big clusters; one per CPU keeps small runs quick.
+    # Ray's default of 200 partitions is sized for big clusters; one per CPU keeps small runs quick.
     partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
     held = ids.groupby("id", num_partitions=partitions).aggregate(
         Count(alias_name="shards"), Min("order", alias_name="first")
     )
-    return {row["id"]: int(row["first"]) for row in held.filter(expr="shards > 1").iter_rows()}
+    return {row["id"]: int(row["first"]) for row in held.filter(expr=col("shards") > 1).iter_rows()}
 
 
-def _read_and_split(
-    work: _ShardWork, fields: Fields, cfg: TagConfig, batch_ads: int, first_holder: dict[str, int]
-) -> _ShardWork:
+def _read_and_split(work: _ShardWork, plan: _Plan, first_holder: dict[str, int]) -> _ShardWork:
     held_earlier = {ad_id for ad_id, first in first_holder.items() if first < work.order}
-    batch, work.rejects = read_shard(work.shard, fields, held_earlier)
-    started = time.perf_counter()
-    for start in range(0, len(batch), batch_ads):
-        sentences = split_ads(batch.texts[start : start + batch_ads], cfg)
-        distinct, inverse = unique_texts(sentences.text)
-        work.slices.append(_Slice(sentences, distinct, inverse))
-    work.times.split = time.perf_counter() - started
+    batch, rejects = read_shard(work.shard, plan.job.fields, held_earlier)
+    step = plan.job.batch_ads
+    slices = []
+    for start in range(0, len(batch), step):
+        t0 = time.perf_counter()
+        slices.append((split_ads(batch.texts[start : start + step], plan.cfg), time.perf_counter() - t0))
     # Texts are not needed past splitting (evidence comes from the sentences); don't ship them on.
-    work.batch = replace(batch, texts=[])
+    work.prepared = PreparedShard(work.shard, False, replace(batch, texts=[]), rejects, slices)
     return work
 
 
-def _read_and_split_batch(batch, fields, cfg, batch_ads, first_holder):
-    return _map_payloads(batch, lambda work: _read_and_split(work, fields, cfg, batch_ads, first_holder))
+def _read_and_split_batch(batch: dict[str, np.ndarray], plan: _Plan, first_holder: dict[str, int]):
+    return _map_payloads(batch, lambda work: _read_and_split(work, plan, first_holder))
 
 
-class EncodeSearch:
-    """Actor: loads the model and the index once, by path, then embeds and searches shard after shard."""
+class TagShards:
+    """Actor: loads the model and the index once, by path, then tags shard after shard.
 
-    def __init__(self, model: str, index_dir: str, device: str, batch_size: int | None, top_k: int):
-        self.encoder = Encoder(model, device=device, batch_size=batch_size)
-        self.index = SkillIndex.load(index_dir, model_sha256=self.encoder.info.sha256)
-        self.top_k = top_k
+    Its sentence cache spans the shards this actor sees. Which shards those are is up to Ray, so
+    unlike the local engine's cache it is not saved for replay; a cached hit equals a fresh one up
+    to float rounding.
+    """
+
+    def __init__(self, plan: _Plan, device: str):
+        encoder = Encoder(plan.model_dir, device=device, batch_size=plan.batch_size)
+        index = SkillIndex.load(plan.index_dir, model_sha256=encoder.info.sha256)
+        self.cache = SentenceCache(plan.cfg.top_k) if plan.job.sentence_cache else None
+        self.tagger = Tagger(encoder, index, plan.cfg, self.cache)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _map_payloads(batch, self._encode_search)
+        return _map_payloads(batch, self._tag)
 
-    def _encode_search(self, work: _ShardWork) -> _ShardWork:
-        for s in work.slices:
-            t0 = time.perf_counter()
-            vectors = encode_sentences(self.encoder, s.distinct)
-            t1 = time.perf_counter()
-            s.hits = search_skills(self.index, vectors, self.top_k)
-            work.times.encode += t1 - t0
-            work.times.search += time.perf_counter() - t1
+    def _tag(self, work: _ShardWork) -> _ShardWork:
+        if self.cache is not None:
+            self.cache.start_shard()
+            lookups, hits = self.cache.lookups, self.cache.hits
+        work.tagged = tag_prepared(self.tagger, work.prepared, work.times)
+        if self.cache is not None:
+            work.cache_lookups, work.cache_hits = self.cache.lookups - lookups, self.cache.hits - hits
+        work.prepared.slices = []  # the sentences stay here; only the results travel on
         return work
 
 
-@lru_cache(maxsize=2)
-def _label_space(index_dir: str) -> tuple[list[str], list[str]]:
-    index = SkillIndex.load(index_dir)
-    return index.uris, index.labels
+def _write(work: _ShardWork, plan: _Plan) -> _ShardDone:
+    skills, n_sentences, truncated, encoded = work.tagged
+    p = work.prepared
+    frame, stats = shard_output(p.shard, p.batch, p.rejects, skills, n_sentences, truncated, plan.job.fields.keep)
+    # Atomic, marker last: a task that Ray retries after a crash rewrites the same names.
+    plan.run.write_shard(stats, frame, p.rejects)
+    return _ShardDone(stats, encoded, work.times, work.cache_lookups, work.cache_hits)
 
 
-def _aggregate_and_write(work: _ShardWork, cfg: TagConfig, keep: tuple[str, ...], run: RunDir, index_dir: str):
-    uris, labels = _label_space(index_dir)
-    started = time.perf_counter()
-    skills, n_sentences, truncated = [], [], []
-    for s in work.slices:
-        hits = SearchResult(s.hits.skill_ids[s.inverse], s.hits.scores[s.inverse])
-        skills.extend(aggregate(s.sentences, hits, len(s.sentences.per_ad), uris, labels, cfg))
-        n_sentences.extend(s.sentences.per_ad.tolist())
-        truncated.extend(s.sentences.truncated.tolist())
-    work.times.aggregate = time.perf_counter() - started
-    frame, stats = shard_output(work.shard, work.batch, work.rejects, skills, n_sentences, truncated, keep)
-    # Atomic, marker last: a task Ray retries after a crash rewrites the same names.
-    run.write_shard(stats, frame, work.rejects)
-    return _ShardDone(stats, sum(len(s.distinct) for s in work.slices), work.times)
+def _write_batch(batch: dict[str, np.ndarray], plan: _Plan):
+    return _map_payloads(batch, lambda work: _write(work, plan))
 
 
-def _aggregate_and_write_batch(batch, cfg, keep, run, index_dir):
-    return _map_payloads(batch, lambda work: _aggregate_and_write(work, cfg, keep, run, index_dir))
+def _pipeline(ray, plan: _Plan, pending: list[_ShardWork], first_holder: dict[str, int], pool: EncoderPool):
+    # Ray Data's defaults retry a killed worker: tasks max_retries=-1, actors max_restarts=-1 and
+    # max_task_retries=-1 (set in ActorPoolMapOperator); exceptions from our code are not retried.
+    return (
+        _dataset(ray, pending)
+        .map_batches(_read_and_split_batch, batch_size=1, fn_kwargs={"plan": plan, "first_holder": first_holder})
+        .map_batches(
+            TagShards,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=pool.size),
+            num_cpus=pool.cpus,
+            num_gpus=pool.gpus,
+            fn_constructor_kwargs={"plan": plan, "device": pool.device},
+        )
+        .map_batches(_write_batch, batch_size=1, fn_kwargs={"plan": plan})
+    )
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Join the given cluster, or start a local Ray; True when this call started it (and must stop it)."""
+    """Connect unless this process already has (tests, notebooks); True when the caller must disconnect."""
     if ray.is_initialized():
         return False
     ray.init(address=address)
     return True
 
 
+def _run_pending(
+    ray, plan: _Plan, shards: list[Shard], pending: list[_ShardWork], options: RayOptions, progress: JobProgress
+) -> tuple[list[_ShardDone], float, dict]:
+    """Tag the unfinished shards on Ray: (their results, seconds without Ray's start-up, Ray facts)."""
+    t0 = time.perf_counter()
+    started_ray = _connect(ray, options.address)
+    started = time.perf_counter()
+    info: dict = {"address": options.address, "startup_seconds": round(started - t0, 3)}
+    done: list[_ShardDone] = []
+    try:
+        pool = encoder_pool(options, ray.cluster_resources())
+        info.update(encoders=pool.size, gpus_per_encoder=pool.gpus, cpus_per_encoder=pool.cpus)
+        first_holder = first_holders(ray, shards, plan.job.fields, plan.run)
+        info["dedupe_seconds"] = round(time.perf_counter() - started, 3)
+        for row in _pipeline(ray, plan, pending, first_holder, pool).iter_rows():
+            shard_done: _ShardDone = pickle.loads(row[PAYLOAD])
+            done.append(shard_done)
+            progress.advance(shard_done.stats.records)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return done, time.perf_counter() - started, info
+
+
+def _model_and_index(model, index_dir, taxonomy_sha256: str | None) -> tuple[Path, str, str, IndexManifest]:
+    """Model directory, its hash, the index directory and its manifest, checked before Ray starts."""
+    if index_dir is None:
+        raise SkillIndexError(
+            "--engine ray needs --index DIR, a saved index every Ray node can read (build one with `skilltag index`)"
+        )
+    model_dir = (Path(model) if model else default_model_path()).resolve()
+    if not (model_dir / "modules.json").is_file() and not (model_dir / "config.json").is_file():
+        raise EncoderError(f"No sentence-transformers model at {model_dir}; pass --model with a local model directory")
+    model_sha256 = model_fingerprint(str(model_dir))
+    index_dir = Path(index_dir).resolve()
+    # A wrong index fails here in a second, not in every actor after Ray's start-up.
+    manifest = SkillIndex.load(index_dir, model_sha256=model_sha256, taxonomy_sha256=taxonomy_sha256).manifest
+    return model_dir, model_sha256, str(index_dir), manifest
+
+
 def run_tag_job_ray(
     job: TagJob,
     model: str | os.PathLike | None,
     index_dir: str | os.PathLike | None,
-    tag_config: TagConfig = TagConfig(),
+    tag_config: TagConfig,
     ray_options: RayOptions = RayOptions(),
     *,
     batch_size: int | None = None,
     taxonomy_sha256: str | None = None,
     description: str = "tagging on ray",
 ) -> dict:
-    """``run_tag_job`` on Ray: same inputs, output directory and summary keys (plus ``engine``, ``ray``).
+    """``run_tag_job`` on Ray: same inputs, output directory and summary (plus ``engine`` and ``ray``).
 
-    Paths (inputs, output, model, index) must name the same files on every node of the cluster.
+    Inputs, output, model and index must be paths that name the same files on every Ray node.
+    Ray is started (or joined) only when some shard is unfinished.
     """
     import ray  # the optional extra skilltag[ray]; the local engine never imports it
 
-    if index_dir is None:
-        raise SkillIndexError("--engine ray needs --index DIR, a saved index every Ray node can read "
-                              "(build one with `skilltag index`)")
-    model_dir = (Path(model) if model else default_model_path()).resolve()
-    if not (model_dir / "modules.json").is_file() and not (model_dir / "config.json").is_file():
-        raise EncoderError(f"No sentence-transformers model at {model_dir}; pass --model with a local model directory")
-    index_dir = str(Path(index_dir).resolve())
-    model_sha256 = model_fingerprint(str(model_dir))
-    # Checked here, before Ray starts, so a wrong index fails in a second, not in every actor.
-    manifest = SkillIndex.load(index_dir, model_sha256=model_sha256, taxonomy_sha256=taxonomy_sha256).manifest
-
+    model_dir, model_sha256, index_dir, manifest = _model_and_index(model, index_dir, taxonomy_sha256)
     files = discover_inputs(job.inputs)
     for f in files:
         check_fields(f, job.fields)
     shards, blank_lines = plan_shards(files, job.shard_size)
     run = RunDir(Path(job.output).resolve(), job.fmt)
+    if job.overwrite:
+        run.clear()
     run.open(job_fingerprint(job, files, tag_config, model_sha256, manifest))
+    plan = _Plan(job, tag_config, str(model_dir), index_dir, batch_size, run)
+
     done = [s for s in shards if run.is_done(s.name)]
-    pending = [(order, s) for order, s in enumerate(shards) if not run.is_done(s.name)]
-    stats = [run.stats(s.name) for s in done]
+    pending = [_ShardWork(order, s) for order, s in enumerate(shards) if not run.is_done(s.name)]
     fresh: list[_ShardDone] = []
+    elapsed = 0.0
     ray_info: dict = {"address": ray_options.address}
-    started = time.perf_counter()
     with JobProgress(sum(s.count for s in shards), "ads", description) as progress:
         progress.advance(sum(s.count for s in done), skipped=True)
         if pending:
-            t0 = time.perf_counter()
-            started_ray = _connect(ray, ray_options.address)
-            ray_info["startup_seconds"] = round(time.perf_counter() - t0, 3)
-            try:
-                pool = encoder_pool(ray_options, ray.cluster_resources())
-                ray_info.update(asdict(pool), device=pool.device)
-                t0 = time.perf_counter()
-                first_holder = first_holders(ray, shards, job.fields, run)
-                ray_info["dedupe_seconds"] = round(time.perf_counter() - t0, 3)
-                started = time.perf_counter()
-                for row in _pipeline(ray, job, pending, first_holder, model_dir, index_dir, tag_config, pool,
-                                     batch_size, run).iter_rows():
-                    shard_done: _ShardDone = pickle.loads(row[PAYLOAD])
-                    fresh.append(shard_done)
-                    stats.append(shard_done.stats)
-                    progress.advance(shard_done.stats.records)
-            finally:
-                if started_ray:
-                    ray.shutdown()
-    elapsed = time.perf_counter() - started
+            fresh, elapsed, ray_info = _run_pending(ray, plan, shards, pending, ray_options, progress)
+
     times = StageTimes()
     for d in fresh:
         times.add(d.times)
-    this_run = this_run_summary(
-        sum(d.stats.ads for d in fresh),
-        sum(d.stats.sentences for d in fresh),
-        sum(d.distinct for d in fresh),
-        elapsed,
-        times,
-    )
-    summary = summarize(job, run, files, len(shards), blank_lines, stats, len(done), manifest.model_name,
-                        ray_info.get("device", "none"), this_run)
-    summary["engine"] = "ray"
-    summary["ray"] = ray_info
+    ads, sentences = sum(d.stats.ads for d in fresh), sum(d.stats.sentences for d in fresh)
+    this_run = this_run_summary(ads, sentences, sum(d.encoded for d in fresh), elapsed, times)
+    lookups = sum(d.cache_lookups for d in fresh)
+    if lookups:
+        this_run["cache_hit_rate"] = round(sum(d.cache_hits for d in fresh) / lookups, 4)
+    stats = [run.stats(s.name) for s in done] + [d.stats for d in fresh]
+    device = ("cuda" if ray_info["gpus_per_encoder"] else "cpu") if pending else "none"
+    summary = summarize(job, run, files, len(shards), blank_lines, stats, len(done), manifest.model_name, device,
+                        this_run)
+    summary.update(engine="ray", ray=ray_info)
     run.write_summary(summary)
     return summary
-
-
-def _pipeline(ray, job, pending, first_holder, model_dir, index_dir, cfg, pool: EncoderPool, batch_size, run):
-    tasks = [_ShardWork(order, shard) for order, shard in pending]
-    return (
-        _dataset(ray, tasks)
-        .map_batches(
-            _read_and_split_batch,
-            batch_size=1,
-            fn_kwargs={"fields": job.fields, "cfg": cfg, "batch_ads": job.batch_ads, "first_holder": first_holder},
-        )
-        .map_batches(
-            EncodeSearch,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=pool.size),
-            num_cpus=pool.cpus,
-            num_gpus=pool.gpus,
-            fn_constructor_kwargs={
-                "model": str(model_dir),
-                "index_dir": index_dir,
-                "device": pool.device,
-                "batch_size": batch_size,
-                "top_k": cfg.top_k,
-            },
-        )
-        .map_batches(
-            _aggregate_and_write_batch,
-            batch_size=1,
-            fn_kwargs={"cfg": cfg, "keep": job.fields.keep, "run": run, "index_dir": index_dir},
-        )
-    )
