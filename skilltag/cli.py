@@ -156,21 +156,49 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, index_dir, search, as_json
 @click.option("--sentence-cache/--no-sentence-cache", default=True, show_default=True,
               help="Encode each distinct sentence once per run (ads repeat boilerplate).")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier tag output in OUTPUT instead of resuming it.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: a Ray cluster (pip install 'skilltag[ray]'; needs --index).")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (default: $RAY_ADDRESS or a running local cluster, else start one; "
+                   "'local' always starts a fresh one).")
+@click.option("--num-encoders", type=int, default=None, help="Ray encoder actors (default: one per GPU, or CPUs-1).")
+@click.option("--gpus-per-encoder", type=float, default=None,
+              help="GPU share per Ray encoder actor (default: 1 if the cluster has GPUs, else 0).")
 def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, text_field, keep, fmt, threshold,
-            max_skills, top_k, shard_size, batch_ads, batch_size, search, sentence_cache, overwrite):
+            max_skills, top_k, shard_size, batch_ads, batch_size, search, sentence_cache, overwrite, engine,
+            ray_address, num_encoders, gpus_per_encoder):
     """Tag a corpus of job ads (JSONL/Parquet file, directory or glob) with ESCO skills.
 
     Rerunning the same command resumes: finished shards are skipped.
     """
     fields = Fields(id=id_field, text=text_field, keep=tuple(k.strip() for k in keep.split(",") if k.strip()))
+    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite, sentence_cache)
+    if engine == "ray":
+        if search == "auto":
+            search = "exact" if (gpus_per_encoder or 0) > 0 else "hnsw"
+        cfg = TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills, search=search)
+        print_tag_summary(run_on_ray(job, model, index_dir, taxonomy, cfg, ray_address, num_encoders,
+                                     gpus_per_encoder, batch_size))
+        return
     encoder = Encoder(model, device=device, batch_size=batch_size)
     idx = load_or_build_index(index_dir, taxonomy, encoder)
     if search == "auto":
         search = "exact" if encoder.device.startswith("cuda") else "hnsw"
     tagger = Tagger(encoder, idx, TagConfig(top_k=top_k, threshold=threshold, max_skills=max_skills, search=search))
-    job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite, sentence_cache)
-    summary = run_tag_job(job, tagger)
-    print_tag_summary(summary)
+    print_tag_summary(run_tag_job(job, tagger))
+
+
+def run_on_ray(job, model, index_dir, taxonomy, cfg, address, num_encoders, gpus_per_encoder, batch_size) -> dict:
+    from skilltag.ray_engine import RayOptions, run_tag_job_ray
+
+    try:
+        import ray  # noqa: F401  (only to fail early with the install hint)
+    except ModuleNotFoundError:
+        raise click.ClickException("--engine ray needs Ray: pip install 'skilltag[ray]'") from None
+    given = taxonomy or os.environ.get(TAXONOMY_ENV_VAR)
+    options = RayOptions(address=address, num_encoders=num_encoders, gpus_per_encoder=gpus_per_encoder)
+    return run_tag_job_ray(job, model, index_dir, cfg, options, batch_size=batch_size,
+                           taxonomy_sha256=load_taxonomy(given).sha256 if given else None)
 
 
 def print_tag_summary(summary: dict) -> None:

