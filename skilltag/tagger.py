@@ -26,7 +26,7 @@ from skilltag.index import SearchResult, SkillIndex
 from skilltag.split import DEFAULT_MAX_SENTENCE_CHARS, DEFAULT_MAX_SENTENCES, SPLITTER_VERSION, split_sentences
 
 DEFAULT_TOP_K = 5
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.45
 DEFAULT_MAX_SKILLS = 30
 
 
