@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -191,10 +191,8 @@ def tag_cmd(input_path, output, index_dir, taxonomy, model, device, id_field, te
 def run_on_ray(job, model, index_dir, taxonomy, cfg, address, num_encoders, gpus_per_encoder, batch_size) -> dict:
     from skilltag.ray_engine import RayOptions, run_tag_job_ray
 
-    try:
-        import ray  # noqa: F401  (only to fail early with the install hint)
-    except ModuleNotFoundError:
-        raise click.ClickException("--engine ray needs Ray: pip install 'skilltag[ray]'") from None
+    if importlib.util.find_spec("ray") is None:
+        raise click.ClickException("--engine ray needs Ray: pip install 'skilltag[ray]'")
     given = taxonomy or os.environ.get(TAXONOMY_ENV_VAR)
     options = RayOptions(address=address, num_encoders=num_encoders, gpus_per_encoder=gpus_per_encoder)
     return run_tag_job_ray(job, model, index_dir, cfg, options, batch_size=batch_size,

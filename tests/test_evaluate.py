@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark

@@ -22,7 +22,8 @@ from skilltag.pairs import (
 from skilltag.taxonomy import load_taxonomy
 from skilltag.train import augment
 
-ESCO_CSV = Path(__file__).resolve().parents[2] / "shared/data/esco/v1.1.0/skills_en.csv"
+from conftest import write_taxonomy_slice
+
 SLICE_LABELS = (
     "JavaScript", "Java (computer programming)", "SQL", "English", "manage budgets", "customer service",
     "Python (computer programming)", "MySQL", "communication", "think creatively", "statistics", "R",
@@ -31,16 +32,7 @@ SLICE_LABELS = (
 
 def write_slice(dest: Path, labels=SLICE_LABELS) -> Path:
     """The rows of real ESCO v1.1.0 whose preferredLabel is in ``labels`` (skills_en.csv layout)."""
-    with ESCO_CSV.open(encoding="utf-8", newline="") as src:
-        reader = csv.DictReader(src)
-        rows = [r for r in reader if r["preferredLabel"] in labels]
-        fieldnames = reader.fieldnames
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with dest.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    return dest
+    return write_taxonomy_slice(dest, 0, set(labels))
 
 
 @pytest.fixture(scope="module")
