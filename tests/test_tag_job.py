@@ -134,11 +134,11 @@ def test_missing_parquet_column_is_a_clear_error(tmp_path, tagger, ads):
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_gives_identical_output(tmp_path, ads, slice_index_dir):
+def test_kill_9_then_rerun_gives_identical_output(tmp_path, ads, slice_index_dir, encoder):
     src = write_jsonl(tmp_path / "in.jsonl", ads * 3 + [{"id": f"x{i}", "text": a["text"]} for i, a in
                                                         enumerate(ads)], BAD_LINES)
     args = [sys.executable, "-m", "skilltag.cli", "tag", str(src), "--index", str(slice_index_dir),
-            "--shard-size", "6", "--threshold", "0.4"]
+            "--model", str(encoder.info.path), "--shard-size", "6", "--threshold", "0.4"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     clean = tmp_path / "clean"
     subprocess.run(args + ["-o", str(clean)], check=True, env=env, capture_output=True)
