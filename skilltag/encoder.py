@@ -92,6 +92,8 @@ class Encoder:
     call, not one per batch.
     """
 
+    backend = "torch"
+
     def __init__(
         self,
         model: str | os.PathLike | None = None,

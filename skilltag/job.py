@@ -58,11 +58,18 @@ def output_schema(keep: tuple[str, ...]) -> dict:
 
 
 def fingerprint(job: TagJob, files: list[InputFile], tagger: Tagger) -> dict:
-    return job_fingerprint(job, files, tagger.cfg, tagger.encoder.info.sha256, tagger.index.manifest)
+    return job_fingerprint(
+        job, files, tagger.cfg, tagger.encoder.info.sha256, tagger.index.manifest, tagger.encoder.backend
+    )
 
 
 def job_fingerprint(
-    job: TagJob, files: list[InputFile], cfg: TagConfig, model_sha256: str, index_manifest: IndexManifest
+    job: TagJob,
+    files: list[InputFile],
+    cfg: TagConfig,
+    model_sha256: str,
+    index_manifest: IndexManifest,
+    backend: str,
 ) -> dict:
     """Everything that changes a part file's content; a resume must match it exactly.
 
@@ -80,6 +87,8 @@ def job_fingerprint(
         "tag_config": asdict(cfg),
         "sentence_cache": job.sentence_cache,
         "model_sha256": model_sha256,
+        # onnx-int8 vectors differ from torch's in the third decimal: a resume must not mix them.
+        "backend": backend,
         "index": hashlib.sha256(repr(sorted(manifest.items())).encode()).hexdigest(),
     }
 

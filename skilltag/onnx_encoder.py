@@ -111,7 +111,7 @@ def _quantize_int8(fp32: Path, out: Path) -> dict:
     compute with per-block activation scales) rather than ``quantize_dynamic``: the latter scales a
     whole batch's activations with one number, which moves embeddings to cosine ~0.992 of torch and
     cost 0.8-2.4 pooled dev RP@5 points on ESCO slices; block-wise keeps cosine ~0.9996 at ~60% of
-    its speed (docs/performance-onnx.md). The embedding tables stay fp32: quantising them saves no time.
+    its speed (README, "Faster CPU encoding"). The embedding tables stay fp32: quantising them saves no time.
     """
     _require("onnx_ir")  # the MatMulNBits quantiser's model representation
     root = logging.getLogger()

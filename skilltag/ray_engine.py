@@ -327,7 +327,7 @@ def run_tag_job_ray(
     run = RunDir(Path(job.output).resolve(), job.fmt)
     if job.overwrite:
         run.clear()
-    run.open(job_fingerprint(job, files, tag_config, model_sha256, manifest))
+    run.open(job_fingerprint(job, files, tag_config, model_sha256, manifest, Encoder.backend))
     plan = _Plan(job, tag_config, str(model_dir), index_dir, batch_size, run)
 
     done = [s for s in shards if run.is_done(s.name)]

@@ -82,3 +82,36 @@ def test_tag_engine_ray_matches_local_through_the_cli(tmp_path, slice_index_dir,
     assert [[s["uri"] for s in row] for row in a["skills"].to_list()] == \
         [[s["uri"] for s in row] for row in b["skills"].to_list()]
     assert json.loads((tmp_path / "ray" / "_summary.json").read_text())["rejects"] == 1
+
+
+@pytest.mark.slow
+def test_onnx_backend_tags_and_a_resume_cannot_switch_backend(tmp_path, monkeypatch, slice_index_dir, real_ads):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SKILLTAG_CACHE", str(tmp_path / "cache"))
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text("".join(json.dumps({"id": a["id"], "text": a["text"]}) + "\n" for a in real_ads[:3]))
+    runner = CliRunner()
+    common = ["--index", str(slice_index_dir), "--model", str(GT_MODEL)]
+    out = tmp_path / "tagged"
+    r = runner.invoke(main, ["tag", str(ads), "-o", str(out), "--backend", "onnx", *common])
+    assert r.exit_code == 0, r.output
+    frame = pl.read_parquet(sorted(out.glob("part-*.parquet")))
+    assert frame["id"].to_list() == [a["id"] for a in real_ads[:3]]
+    assert (frame["skills"].list.len() > 0).all()
+    assert json.loads((out / "_run.json").read_text())["backend"] == "onnx-int8"
+
+    switched = runner.invoke(main, ["tag", str(ads), "-o", str(out), "--backend", "torch", *common])
+    assert switched.exit_code == 2 and "backend" in switched.output
+
+    r = runner.invoke(main, ["evaluate", str(BENCH_DIR / "tech_dev.jsonl"), "--backend", "onnx", "--json", *common])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["backend"] == "onnx-int8" and report["results"][0]["rp5"] > 53.0
+
+
+def test_ray_engine_refuses_the_onnx_backend(tmp_path):
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "1", "text": "We need a Python developer."}\n')
+    r = CliRunner().invoke(main, ["tag", str(ads), "-o", str(tmp_path / "o"), "--engine", "ray", "--backend", "onnx"])
+    assert r.exit_code == 2 and "--backend onnx" in r.output
+    assert not (tmp_path / "o").exists()

@@ -134,11 +134,14 @@ def test_missing_parquet_column_is_a_clear_error(tmp_path, tagger, ads):
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_gives_identical_output(tmp_path, ads, slice_index_dir, encoder):
-    src = write_jsonl(tmp_path / "in.jsonl", ads * 3 + [{"id": f"x{i}", "text": a["text"]} for i, a in
-                                                        enumerate(ads)], BAD_LINES)
+def test_kill_9_then_rerun_gives_identical_output(tmp_path, real_ads, slice_index_dir, encoder):
+    # Many small shards of distinct ads, so each shard costs real encoder time and the kill lands
+    # mid-run even on a fast machine; the repeats at the end exercise the sentence cache on resume.
+    unique = [{"id": a["id"], "text": a["text"]} for a in sorted(real_ads, key=lambda a: len(a["text"]))[:60]]
+    repeats = [{"id": f"x{i}", "text": a["text"]} for i, a in enumerate(unique[:6])]
+    src = write_jsonl(tmp_path / "in.jsonl", unique + repeats, BAD_LINES)
     args = [sys.executable, "-m", "skilltag.cli", "tag", str(src), "--index", str(slice_index_dir),
-            "--model", str(encoder.info.path), "--shard-size", "6", "--threshold", "0.4"]
+            "--model", str(encoder.info.path), "--shard-size", "2", "--threshold", "0.4"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     clean = tmp_path / "clean"
     subprocess.run(args + ["-o", str(clean)], check=True, env=env, capture_output=True)
@@ -148,7 +151,7 @@ def test_kill_9_then_rerun_gives_identical_output(tmp_path, ads, slice_index_dir
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((crashed / "_markers").glob("*.json"))) < 2:
-        time.sleep(0.05)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list((crashed / "_markers").glob("*.json")))
