@@ -3,23 +3,32 @@
 A shard is a fixed run of records (non-blank JSONL lines or Parquet rows) of one file, so its
 boundaries never depend on earlier runs and a rerun can skip finished shards by name. Every record
 of a shard comes back either as an ad or as a :class:`Reject` with a reason.
+
+Inputs are local paths or URIs that ``pyarrow.fs`` opens (``s3://``, ``gs://``, ``abfs://``,
+``hdfs://``, ``file://``), the same ones Ray Data reads, so a Ray worker can open its shard itself.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
-import polars as pl
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 RAW_SNIPPET_CHARS = 2000
+READ_BUFFER = 1 << 20
+GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class CorpusError(Exception):
@@ -71,8 +80,8 @@ class Fields:
     keep: tuple[str, ...] = ()
 
 
-def _format_of(path: Path) -> str | None:
-    name = path.name.lower()
+def _format_of(name: str) -> str | None:
+    name = name.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if name.endswith(JSONL_SUFFIXES):
@@ -80,34 +89,87 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
+def _is_hidden(name: str) -> bool:
+    return PurePosixPath(name).name.startswith((".", "_"))
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def open_input(path: str) -> BinaryIO:
+    """A buffered, seekable binary reader over a local path or a pyarrow.fs URI."""
+    if not is_uri(path):
+        return open(path, "rb")
+    fs, inner = pafs.FileSystem.from_uri(path)
+    return io.BufferedReader(fs.open_input_file(inner), buffer_size=READ_BUFFER)
+
+
 def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
     """A file, a directory of shards (recursively) or a glob; files sorted by path for a stable order."""
     spec = str(spec)
+    found = _discover_uri(spec) if is_uri(spec) else _discover_local(spec)
+    if not found:
+        raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
+    for f in found:
+        if f.format == "unknown":
+            raise CorpusError(f"{f.path}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet")
+    return found
+
+
+def _discover_local(spec: str) -> list[InputFile]:
     p = Path(spec)
     if p.is_dir():
-        candidates = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith((".", "_")))
-        paths = [q for q in candidates if _format_of(q)]
+        candidates = sorted(q for q in p.rglob("*") if q.is_file() and not _is_hidden(q.name))
+        paths = [q for q in candidates if _format_of(q.name)]
     elif p.is_file():
         paths = [p]
     else:
         paths = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
-    if not paths:
-        raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
     out = []
     for q in paths:
-        fmt = _format_of(q)
-        if fmt is None:
-            raise CorpusError(f"{q}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet")
         st = q.stat()
-        out.append(InputFile(str(q.resolve()), fmt, st.st_size, st.st_mtime_ns))
+        out.append(InputFile(str(q.resolve()), _format_of(q.name) or "unknown", st.st_size, st.st_mtime_ns))
     return out
+
+
+def _discover_uri(spec: str) -> list[InputFile]:
+    base, sep, query = spec.partition("?")
+    base = base.rstrip("/")  # pyarrow drops a directory's trailing slash too
+    try:
+        fs, inner = pafs.FileSystem.from_uri(spec)
+        if not base.endswith(inner):
+            raise CorpusError(f"cannot address files under {spec!r}: pyarrow maps it to {inner!r}")
+        # Each file gets back its own URI, query (endpoint, region ...) included, so any worker can reopen it.
+        prefix, suffix = base[: len(base) - len(inner)], sep + query
+
+        info = fs.get_file_info(inner)
+        if info.type == pafs.FileType.File:
+            infos = [info]
+        elif info.type == pafs.FileType.Directory:
+            listed = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+            infos = [i for i in listed if i.type == pafs.FileType.File and not _is_hidden(i.path)
+                     and _format_of(i.path)]
+        elif GLOB_CHARS.search(inner):
+            root = inner[: GLOB_CHARS.search(inner).start()].rpartition("/")[0] or "/"
+            listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+            infos = [i for i in listed if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, inner)]
+        else:
+            infos = []
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError; network and credential errors OSErrors
+        raise CorpusError(f"cannot read input {spec!r}: {e}") from e
+    return [
+        InputFile(prefix + i.path + suffix, _format_of(i.path) or "unknown", i.size, i.mtime_ns or 0)
+        for i in sorted(infos, key=lambda i: i.path)
+    ]
 
 
 def check_fields(file: InputFile, fields: Fields) -> None:
     """Parquet has a schema: a missing column is a usage error, caught before any work is done."""
     if file.format != "parquet":
         return
-    names = pq.read_schema(file.path).names
+    with open_input(file.path) as fh:
+        names = pq.read_schema(fh).names
     for label, name in (("--id-field", fields.id), ("--text-field", fields.text)):
         if name not in names:
             raise CorpusError(f"{file.path}: no column {name!r} ({label}); its columns are: {', '.join(names)}")
@@ -121,7 +183,8 @@ def plan_shards(files: list[InputFile], shard_size: int) -> tuple[list[Shard], i
     blank = 0
     for fi, f in enumerate(files):
         if f.format == "parquet":
-            n = pq.ParquetFile(f.path).metadata.num_rows
+            with open_input(f.path) as fh:
+                n = pq.ParquetFile(fh).metadata.num_rows
             starts = [(s, 0) for s in range(0, n, shard_size)]
         else:
             starts, n, b = _jsonl_shard_starts(f.path, shard_size)
@@ -136,7 +199,7 @@ def _jsonl_shard_starts(path: str, shard_size: int) -> tuple[list[tuple[int, int
     starts: list[tuple[int, int]] = []
     n = blank = 0
     offset = 0
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         for line in fh:
             if line.strip():
                 if n % shard_size == 0:
@@ -189,7 +252,7 @@ def _add(batch: AdBatch, ad_id: str, text, fields: Fields, rec: dict) -> None:
 
 
 def _iter_jsonl_records(shard: Shard) -> Iterator[tuple[int, bytes]]:
-    with open(shard.file.path, "rb") as fh:
+    with open_input(shard.file.path) as fh:
         fh.seek(shard.byte_offset)
         record = shard.start
         for line in fh:
@@ -223,14 +286,29 @@ def _snippet(text: str) -> str:
     return text if len(text) <= RAW_SNIPPET_CHARS else text[:RAW_SNIPPET_CHARS] + "…"
 
 
+def _parquet_rows(path: str, columns: list[str], start: int, count: int) -> list[dict]:
+    """Rows [start, start + count) of the columns present, reading only the row groups that hold them."""
+    with open_input(path) as fh:
+        pf = pq.ParquetFile(fh)
+        present = [c for c in columns if c in pf.schema_arrow.names]
+        groups, first, offset = [], None, 0
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if offset < start + count and offset + n > start:
+                groups.append(g)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            return []
+        return pf.read_row_groups(groups, columns=present).slice(start - first, count).to_pylist()
+
+
 def _records(shard: Shard, fields: Fields):
     """(record number, dict or Reject, lazy raw snippet) for every record of the shard."""
     source = shard.file.path
     if shard.file.format == "parquet":
         columns = list(dict.fromkeys((fields.id, fields.text, *fields.keep)))
-        present = [c for c in columns if c in pq.read_schema(source).names]
-        frame = pl.scan_parquet(source).slice(shard.start, shard.count).select(present).collect()
-        for i, row in enumerate(frame.iter_rows(named=True)):
+        for i, row in enumerate(_parquet_rows(source, columns, shard.start, shard.count)):
             yield shard.start + i, row, lambda row=row: _snippet(json.dumps(row, ensure_ascii=False, default=repr))
         return
     for record, line in _iter_jsonl_records(shard):

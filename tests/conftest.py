@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ ESCO_CSV = SHARED / "data/esco/v1.1.0/skills_en.csv"
 BENCH_DIR = SHARED / "data/benchmarks/skill_extraction_benchmark"
 JOBADS = SHARED / "data/jobads/skillspan_postings_train_dev.jsonl"
 SLICE_SIZE = 1500
+# The test S3 server takes any credentials; pyarrow and boto3 still need some to sign requests.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -81,3 +84,23 @@ def full_index(encoder):
 def real_ads() -> list[dict]:
     with JOBADS.open() as fh:
         return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-protocol server (moto) on 127.0.0.1: (boto3 client, URI query that points pyarrow at it)."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
+    os.environ.update(S3_CREDENTIALS)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}")
+    yield client, f"?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -124,6 +124,20 @@ def test_directory_input_and_changed_options_refused(tmp_path, tagger, ads):
         run_tag_job(TagJob(str(shards), str(out), shard_size=4), other)
 
 
+def test_a_job_reads_its_inputs_from_s3(tmp_path, tagger, ads, s3):
+    client, query = s3
+    client.create_bucket(Bucket="jobs")
+    client.put_object(Bucket="jobs", Key="ads/a.jsonl", Body=write_jsonl(tmp_path / "a.jsonl", ads, BAD_LINES).read_bytes())
+    src = f"s3://jobs/ads/{query}"
+    summary = run_tag_job(TagJob(src, str(tmp_path / "s3"), shard_size=5), tagger)
+    run_tag_job(TagJob(str(tmp_path / "a.jsonl"), str(tmp_path / "local"), shard_size=5), tagger)
+    assert summary["ads"] == len(ads) and summary["rejects"] == len(BAD_LINES)
+    assert read_output(tmp_path / "s3").equals(read_output(tmp_path / "local"))
+    assert {r["source"] for r in read_rejects(tmp_path / "s3")} == {f"s3://jobs/ads/a.jsonl{query}"}
+    again = run_tag_job(TagJob(src, str(tmp_path / "s3"), shard_size=5), tagger)
+    assert again["shards_skipped"] == again["shards"], "a rerun over the same objects resumes"
+
+
 def test_missing_parquet_column_is_a_clear_error(tmp_path, tagger, ads):
     from skilltag.corpus import CorpusError
 

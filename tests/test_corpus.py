@@ -1,0 +1,95 @@
+"""Input discovery and shard reading: local paths and URIs (file://, and s3:// against a real S3 server)."""
+
+import json
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from skilltag.corpus import CorpusError, Fields, discover_inputs, plan_shards, read_shard
+
+LINES = [
+    b'{"id": "a1", "text": "Python developer wanted.", "country": "DE"}',
+    b"",
+    b"not json",
+    b'{"id": "a2", "text": "Experience with SQL.", "country": "FR"}',
+    b'{"id": "a1", "text": "a repeated id"}',
+    b'{"id": "a3", "text": "Team player.", "country": {"code": "NL"}}',
+]
+ROWS = [{"id": f"p{i}", "text": f"Ad number {i} needs Excel.", "country": ["BE", None][i % 2]} for i in range(11)]
+FIELDS = Fields(keep=("country",))
+
+
+def write_corpus(root):
+    """A directory as a nightly export looks: JSONL, Parquet in small row groups, a marker file to skip."""
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jsonl").write_bytes(b"\n".join(LINES) + b"\n")
+    pq.write_table(pa.Table.from_pylist(ROWS), root / "sub" / "b.parquet", row_group_size=3)
+    (root / "_SUCCESS").write_bytes(b"")
+    return root
+
+
+def read_all(files, shard_size):
+    shards, blank = plan_shards(files, shard_size)
+    seen: set[str] = set()
+    ads, rejects = [], []
+    for shard in shards:
+        batch, rej = read_shard(shard, FIELDS, seen)
+        ads += list(zip(batch.ids, batch.texts, batch.keep["country"]))
+        rejects += [(r.record, r.reason) for r in rej]
+    return ads, rejects, blank, [(s.start, s.count) for s in shards]
+
+
+def test_a_shard_reads_only_its_rows_across_parquet_row_groups(tmp_path):
+    root = write_corpus(tmp_path / "in")
+    files = discover_inputs(str(root))
+    assert [f.path.rsplit("/", 1)[1] for f in files] == ["a.jsonl", "b.parquet"], "sorted, _SUCCESS skipped"
+    ads, rejects, blank, spans = read_all(files, shard_size=4)
+    assert blank == 1
+    assert spans == [(0, 4), (4, 1), (0, 4), (4, 4), (8, 3)]
+    assert ads == [("a1", "Python developer wanted.", "DE"), ("a2", "Experience with SQL.", "FR"),
+                   ("a3", "Team player.", json.dumps({"code": "NL"}))] + \
+        [(r["id"], r["text"], r["country"]) for r in ROWS]
+    assert rejects == [(1, "invalid_json"), (3, "duplicate_id")]
+
+
+def test_file_uris_read_exactly_like_local_paths(tmp_path):
+    root = write_corpus(tmp_path / "in")
+    local = discover_inputs(str(root))
+    as_uri = discover_inputs(root.as_uri())
+    assert [f.path for f in as_uri] == [f"file://{f.path}" for f in local]
+    assert [(f.format, f.size) for f in as_uri] == [(f.format, f.size) for f in local]
+    assert read_all(as_uri, 4) == read_all(local, 4)
+    assert [f.path for f in discover_inputs(root.as_uri() + "/sub/*.parquet")] == [as_uri[1].path]
+
+
+def test_s3_inputs_read_like_local_ones(tmp_path, s3):
+    client, query = s3
+    root = write_corpus(tmp_path / "in")
+    client.create_bucket(Bucket="corpus")
+    for f in ("a.jsonl", "sub/b.parquet", "_SUCCESS"):
+        client.put_object(Bucket="corpus", Key=f"nightly/{f}", Body=(root / f).read_bytes())
+    files = discover_inputs(f"s3://corpus/nightly{query}")
+    assert [f.path for f in files] == [f"s3://corpus/nightly/a.jsonl{query}", f"s3://corpus/nightly/sub/b.parquet{query}"]
+    assert read_all(files, 4) == read_all(discover_inputs(str(root)), 4)
+    assert len(discover_inputs(f"s3://corpus/nightly/*.jsonl{query}")) == 1
+    with pytest.raises(CorpusError, match="no input found"):
+        discover_inputs(f"s3://corpus/elsewhere/{query}")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nowhere/*.jsonl", "no input found"),
+    ("nosuchscheme://bucket/x.jsonl", "cannot read input"),
+])
+def test_bad_input_specs_are_clear_errors(tmp_path, spec, message):
+    with pytest.raises(CorpusError, match=message):
+        discover_inputs(str(tmp_path / spec) if "://" not in spec else spec)
+
+
+def test_unknown_format_is_named(tmp_path):
+    (tmp_path / "ads.csv").write_text("id,text\n1,x\n")
+    with pytest.raises(CorpusError, match="ads.csv: unknown input format"):
+        discover_inputs(str(tmp_path / "ads.csv"))
+    pl.DataFrame(ROWS).write_parquet(tmp_path / "ok.parquet")
+    assert len(discover_inputs(str(tmp_path))) == 1, "a directory skips files of other formats"
