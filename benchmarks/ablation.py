@@ -22,7 +22,8 @@ from pathlib import Path
 import click
 
 from skilltag.taxonomy import load_taxonomy
-from skilltag.train import MANIFEST, base_model_path, evaluate_dev, hardware
+from skilltag.encoder import stock_model_path
+from skilltag.train import MANIFEST, evaluate_dev, hardware
 from skilltag.train_command import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,7 +63,7 @@ def run_row(name: str, out: Path, max_steps: int, taxonomy_path: str) -> dict:
         result_path = out / name / "result.json"
         if not result_path.is_file():
             start = time.perf_counter()
-            results = evaluate_dev(base_model_path(), load_taxonomy(taxonomy_path), DEV, device="auto")
+            results = evaluate_dev(stock_model_path(), load_taxonomy(taxonomy_path), DEV, device="auto")
             result_path.parent.mkdir(parents=True, exist_ok=True)
             result_path.write_text(json.dumps({
                 "dev": [{"benchmark": r.name, "n": r.scores.n, "rp5": r.scores.rp5, "rp10": r.scores.rp10,

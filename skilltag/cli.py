@@ -36,7 +36,8 @@ model_option = click.option(
     "--model",
     type=click.Path(file_okay=False),
     default=None,
-    help="Local sentence-transformers model directory (default: $SKILLTAG_MODEL, else all-MiniLM-L6-v2).",
+    help="Local sentence-transformers model directory, or a name: minilm-esco-v1 (packaged, fine-tuned) or "
+         "all-MiniLM-L6-v2 (stock). Default: $SKILLTAG_MODEL, else minilm-esco-v1.",
 )
 device_option = click.option(
     "--device", default="auto", show_default=True, help="cuda, cpu, mps, cuda:1 ... (auto: CUDA with fp16 if present)."

