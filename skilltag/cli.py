@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from skilltag.corpus import CorpusError, Fields
+from skilltag.corpus import CorpusError, Fields, discover_inputs
 from skilltag.encoder import Encoder, EncoderError
 from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark
 from skilltag.generate.command import generate
@@ -185,6 +185,7 @@ def tag_cmd(input_path, output, index_dir, taxonomy, model, device, backend, id_
     """
     fields = Fields(id=id_field, text=text_field, keep=tuple(k.strip() for k in keep.split(",") if k.strip()))
     job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite, sentence_cache)
+    discover_inputs(input_path)  # a wrong INPUT fails now, not after the model and index have loaded
     if engine == "ray":
         if backend != "torch":
             raise click.UsageError("--engine ray runs the torch backend; drop --backend onnx")

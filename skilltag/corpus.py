@@ -113,7 +113,11 @@ def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
         raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
     for f in found:
         if f.format == "unknown":
-            raise CorpusError(f"{f.path}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet")
+            hint = ""
+            if f.path.split("?")[0].lower().endswith((".csv", ".tsv")):
+                # CSV fields hold newlines, so it cannot be sharded by line offsets; one conversion fixes that.
+                hint = f" (convert once: python -c \"import polars as pl; pl.read_csv('{f.path}').write_parquet('ads.parquet')\")"
+            raise CorpusError(f"{f.path}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet{hint}")
     return found
 
 
