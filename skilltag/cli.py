@@ -26,6 +26,8 @@ from skilltag.train_command import train
 
 USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError)
 
+POSITIVE = click.IntRange(min=1)
+
 taxonomy_option = click.option(
     "--taxonomy",
     type=click.Path(dir_okay=False),
@@ -75,9 +77,9 @@ def main() -> None:
 @backend_option
 @click.option("--alt-labels/--no-alt-labels", default=False, show_default=True,
               help="Also embed ESCO alt labels as extra vectors of their skill.")
-@click.option("--hnsw-m", default=HnswParams.M, show_default=True, help="HNSW graph degree.")
-@click.option("--ef-construction", default=HnswParams.ef_construction, show_default=True)
-@click.option("--ef", default=HnswParams.ef, show_default=True, help="HNSW search breadth (recall vs speed).")
+@click.option("--hnsw-m", default=HnswParams.M, type=POSITIVE, show_default=True, help="HNSW graph degree.")
+@click.option("--ef-construction", default=HnswParams.ef_construction, type=POSITIVE, show_default=True)
+@click.option("--ef", default=HnswParams.ef, type=POSITIVE, show_default=True, help="HNSW search breadth (recall vs speed).")
 def index_cmd(output, taxonomy, model, device, backend, alt_labels, hnsw_m, ef_construction, ef):
     """Embed every ESCO skill and build an HNSW skill index."""
     tax = load_taxonomy(taxonomy)
@@ -155,14 +157,14 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, backend, index_dir, search
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--keep", default="", help="Comma-separated input fields copied to the output (as strings).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True)
-@click.option("--threshold", default=TagConfig.threshold, show_default=True, help="Minimum cosine for a skill.")
-@click.option("--max-skills", default=TagConfig.max_skills, show_default=True, help="Skills kept per ad.")
-@click.option("--top-k", default=TagConfig.top_k, show_default=True, help="Skills looked up per sentence.")
-@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, show_default=True,
+@click.option("--threshold", default=TagConfig.threshold, type=click.FloatRange(-1, 1), show_default=True, help="Minimum cosine for a skill.")
+@click.option("--max-skills", default=TagConfig.max_skills, type=POSITIVE, show_default=True, help="Skills kept per ad.")
+@click.option("--top-k", default=TagConfig.top_k, type=POSITIVE, show_default=True, help="Skills looked up per sentence.")
+@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, type=POSITIVE, show_default=True,
               help="Records per shard (the unit of output files and resume).")
-@click.option("--batch-ads", default=DEFAULT_BATCH_ADS, show_default=True,
+@click.option("--batch-ads", default=DEFAULT_BATCH_ADS, type=POSITIVE, show_default=True,
               help="Ads whose sentences are encoded together.")
-@click.option("--batch-size", default=None, type=int, help="Encoder batch size (default 64 on CPU, 512 on CUDA).")
+@click.option("--batch-size", default=None, type=POSITIVE, help="Encoder batch size (default 64 on CPU, 512 on CUDA).")
 @click.option("--search", type=click.Choice(["auto", "hnsw", "exact"]), default="auto", show_default=True,
               help="Skill search: HNSW, or exact on the encoder's device (auto: exact on CUDA, else HNSW).")
 @click.option("--sentence-cache/--no-sentence-cache", default=True, show_default=True,
@@ -173,8 +175,8 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, backend, index_dir, search
 @click.option("--ray-address", default=None,
               help="Ray cluster to join (default: $RAY_ADDRESS or a running local cluster, else start one; "
                    "'local' always starts a fresh one).")
-@click.option("--num-encoders", type=int, default=None, help="Ray encoder actors (default: one per GPU, or CPUs-1).")
-@click.option("--gpus-per-encoder", type=float, default=None,
+@click.option("--num-encoders", type=POSITIVE, default=None, help="Ray encoder actors (default: one per GPU, or CPUs-1).")
+@click.option("--gpus-per-encoder", type=click.FloatRange(min=0), default=None,
               help="GPU share per Ray encoder actor (default: 1 if the cluster has GPUs, else 0).")
 def tag_cmd(input_path, output, index_dir, taxonomy, model, device, backend, id_field, text_field, keep, fmt,
             threshold, max_skills, top_k, shard_size, batch_ads, batch_size, search, sentence_cache, overwrite, engine,

@@ -28,6 +28,8 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 RAW_SNIPPET_CHARS = 2000
 READ_BUFFER = 1 << 20
+BOM = b"\xef\xbb\xbf"  # what Windows tools put before the first line; not part of any record
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -113,10 +115,13 @@ def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
         raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
     for f in found:
         if f.format == "unknown":
-            hint = ""
-            if f.path.split("?")[0].lower().endswith((".csv", ".tsv")):
+            name, hint = f.path.split("?")[0].lower(), ""
+            if name.endswith((".csv", ".tsv")):
                 # CSV fields hold newlines, so it cannot be sharded by line offsets; one conversion fixes that.
                 hint = f" (convert once: python -c \"import polars as pl; pl.read_csv('{f.path}').write_parquet('ads.parquet')\")"
+            elif name.endswith(COMPRESSED_SUFFIXES):
+                # Shards start at byte offsets, which a compressed stream cannot seek to cheaply.
+                hint = " (compressed: decompress it first, or convert it to Parquet, which compresses and shards)"
             raise CorpusError(f"{f.path}: unknown input format; use .jsonl/.ndjson/.json lines or .parquet{hint}")
     return found
 
@@ -205,13 +210,15 @@ def _jsonl_shard_starts(path: str, shard_size: int) -> tuple[list[tuple[int, int
     offset = 0
     with open_input(path) as fh:
         for line in fh:
+            size = len(line)
+            line = line.removeprefix(BOM) if offset == 0 else line
             if line.strip():
                 if n % shard_size == 0:
                     starts.append((n, offset))
                 n += 1
             else:
                 blank += 1
-            offset += len(line)
+            offset += size
     return starts, n, blank
 
 
@@ -260,6 +267,7 @@ def _iter_jsonl_records(shard: Shard) -> Iterator[tuple[int, bytes]]:
         fh.seek(shard.byte_offset)
         record = shard.start
         for line in fh:
+            line = line.removeprefix(BOM) if record == 0 else line
             if not line.strip():
                 continue
             if record >= shard.start + shard.count:

@@ -116,3 +116,13 @@ def test_ray_engine_refuses_the_onnx_backend(tmp_path):
     r = CliRunner().invoke(main, ["tag", str(ads), "-o", str(tmp_path / "o"), "--engine", "ray", "--backend", "onnx"])
     assert r.exit_code == 2 and "--backend onnx" in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--shard-size", "0"), ("--top-k", "0"), ("--batch-ads", "-1"),
+                                           ("--threshold", "1.5"), ("--max-skills", "0")])
+def test_out_of_range_options_are_usage_errors(tmp_path, option, value):
+    ads = tmp_path / "ads.jsonl"
+    ads.write_text('{"id": "1", "text": "We need a Python developer."}\n')
+    r = CliRunner().invoke(main, ["tag", str(ads), "-o", str(tmp_path / "o"), option, value])
+    assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()

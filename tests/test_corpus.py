@@ -93,3 +93,17 @@ def test_unknown_format_is_named(tmp_path):
         discover_inputs(str(tmp_path / "ads.csv"))
     pl.DataFrame(ROWS).write_parquet(tmp_path / "ok.parquet")
     assert len(discover_inputs(str(tmp_path))) == 1, "a directory skips files of other formats"
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_not_part_of_records(tmp_path):
+    src = tmp_path / "windows.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": "w1", "text": "First ad."}\r\n\r\n{"id": "w2", "text": "Second ad."}\r\n')
+    for shard_size in (1, 5):
+        ads, rejects, blank, _ = read_all(discover_inputs(str(src)), shard_size)
+        assert [a[:2] for a in ads] == [("w1", "First ad."), ("w2", "Second ad.")] and not rejects and blank == 1
+
+
+def test_compressed_input_says_what_to_do(tmp_path):
+    (tmp_path / "ads.jsonl.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(CorpusError, match="compressed: decompress it first, or convert it to Parquet"):
+        discover_inputs(str(tmp_path / "ads.jsonl.gz"))
