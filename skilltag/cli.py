@@ -6,25 +6,32 @@ import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from skilltag.corpus import CorpusError, Fields, discover_inputs
+from skilltag.corpus import CorpusError, find_inputs
 from skilltag.encoder import Encoder, EncoderError
 from skilltag.evaluate import BenchmarkError, evaluate, load_benchmark
+from skilltag.fsutil import OutputDirError, check_replaceable
 from skilltag.generate.command import generate
-from skilltag.index import HnswParams, SkillIndex, SkillIndexError
-from skilltag.job import DEFAULT_BATCH_ADS, DEFAULT_SHARD_SIZE, TagJob, run_tag_job
+from skilltag.generate.engine import GenerateError
+from skilltag.generate.store import StoreError
+from skilltag.index import MANIFEST_FILE, HnswParams, SkillIndex, SkillIndexError
+from skilltag.job import DEFAULT_BATCH_ADS, DEFAULT_SHARD_SIZE, TagJob, job_fields, run_tag_job
 from skilltag.onnx_encoder import BACKENDS, OnnxEncoder, make_encoder
 from skilltag.rundir import RunMismatchError
 from skilltag.tagger import TagConfig, Tagger
 from skilltag.taxonomy import ENV_VAR as TAXONOMY_ENV_VAR
+from skilltag.pairs import PairsError
 from skilltag.taxonomy import TaxonomyError, load_taxonomy
+from skilltag.train import TrainError
 from skilltag.train_command import train
 
-USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError)
+USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError,
+               OutputDirError, PairsError, TrainError, GenerateError, StoreError)
 
 POSITIVE = click.IntRange(min=1)
 
@@ -82,6 +89,7 @@ def main() -> None:
 @click.option("--ef", default=HnswParams.ef, type=POSITIVE, show_default=True, help="HNSW search breadth (recall vs speed).")
 def index_cmd(output, taxonomy, model, device, backend, alt_labels, hnsw_m, ef_construction, ef):
     """Embed every ESCO skill and build an HNSW skill index."""
+    check_replaceable(Path(output), MANIFEST_FILE, "skilltag index")
     tax = load_taxonomy(taxonomy)
     encoder = make_encoder(model, device, backend)
     params = HnswParams(M=hnsw_m, ef_construction=ef_construction, ef=ef)
@@ -185,9 +193,9 @@ def tag_cmd(input_path, output, index_dir, taxonomy, model, device, backend, id_
 
     Rerunning the same command resumes: finished shards are skipped.
     """
-    fields = Fields(id=id_field, text=text_field, keep=tuple(k.strip() for k in keep.split(",") if k.strip()))
+    fields = job_fields(id_field, text_field, [k.strip() for k in keep.split(",")])
     job = TagJob(input_path, output, fields, fmt, shard_size, batch_ads, overwrite, sentence_cache)
-    discover_inputs(input_path)  # a wrong INPUT fails now, not after the model and index have loaded
+    find_inputs(input_path, fields, output)  # a wrong INPUT fails now, not after the model and index have loaded
     if engine == "ray":
         if backend != "torch":
             raise click.UsageError("--engine ray runs the torch backend; drop --backend onnx")

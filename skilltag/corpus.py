@@ -173,12 +173,35 @@ def _discover_uri(spec: str) -> list[InputFile]:
     ]
 
 
+def find_inputs(spec: str | os.PathLike, fields: Fields, output: str | os.PathLike | None = None) -> list[InputFile]:
+    """The job's input files, checked: none inside ``output``, every Parquet file with the fields asked for.
+
+    Without the exclusion, ``tag ads/ -o ads/tagged`` would read its own part files on a rerun.
+    """
+    files = discover_inputs(spec)
+    if output is not None and not is_uri(str(spec)):
+        out = Path(output).resolve()
+        files = [f for f in files if not Path(f.path).is_relative_to(out)]
+        if not files:
+            raise CorpusError(f"no input found at {str(spec)!r} outside the output directory {str(output)!r}")
+    for f in files:
+        check_fields(f, fields)
+    return files
+
+
+def _parquet_error(path: str, e: Exception) -> CorpusError:
+    return CorpusError(f"{path}: not a readable Parquet file ({e}); fix or remove it, then rerun to resume")
+
+
 def check_fields(file: InputFile, fields: Fields) -> None:
     """Parquet has a schema: a missing column is a usage error, caught before any work is done."""
     if file.format != "parquet":
         return
-    with open_input(file.path) as fh:
-        names = pq.read_schema(fh).names
+    try:
+        with open_input(file.path) as fh:
+            names = pq.read_schema(fh).names
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+        raise _parquet_error(file.path, e) from e
     for label, name in (("--id-field", fields.id), ("--text-field", fields.text)):
         if name not in names:
             raise CorpusError(f"{file.path}: no column {name!r} ({label}); its columns are: {', '.join(names)}")
@@ -192,8 +215,11 @@ def plan_shards(files: list[InputFile], shard_size: int) -> tuple[list[Shard], i
     blank = 0
     for fi, f in enumerate(files):
         if f.format == "parquet":
-            with open_input(f.path) as fh:
-                n = pq.ParquetFile(fh).metadata.num_rows
+            try:
+                with open_input(f.path) as fh:
+                    n = pq.ParquetFile(fh).metadata.num_rows
+            except (OSError, ValueError) as e:
+                raise _parquet_error(f.path, e) from e
             starts = [(s, 0) for s in range(0, n, shard_size)]
         else:
             starts, n, b = _jsonl_shard_starts(f.path, shard_size)
@@ -223,43 +249,58 @@ def _jsonl_shard_starts(path: str, shard_size: int) -> tuple[list[tuple[int, int
 
 
 def _to_keep_value(value) -> str | None:
+    """Kept fields are strings: JSON for numbers, booleans and nested values, str() for dates and decimals."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (dict, list, tuple, bool, int, float)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
-def _check_ad(
-    rec_id, text, fields: Fields, seen_ids: set[str]
-) -> tuple[str | None, str | None, str]:
-    """(id, reason, detail): the normalised id, or the reason the record is rejected."""
+def _is_utf8(value: str) -> bool:
+    """False for a lone surrogate (a JSON "\\ud800" escape): Python holds it, no output format can."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Ad:
+    id: str
+    text: str
+    keep: tuple[str | None, ...]
+
+
+def _check_ad(rec: dict, fields: Fields, seen_ids: set[str]) -> _Ad | tuple[str, str]:
+    """The normalised ad, or (reason, detail) for rejecting the record."""
+    rec_id, text = rec.get(fields.id), rec.get(fields.text)
     if rec_id is None:
-        return None, "missing_id", f"no {fields.id!r} field"
+        return "missing_id", f"no {fields.id!r} field"
     if isinstance(rec_id, bool) or not isinstance(rec_id, (str, int)):
-        return None, "invalid_id", f"{fields.id!r} must be a string or integer, got {type(rec_id).__name__}"
+        return "invalid_id", f"{fields.id!r} must be a string or integer, got {type(rec_id).__name__}"
     ad_id = str(rec_id)
     if not ad_id.strip():
-        return None, "missing_id", f"{fields.id!r} is empty"
+        return "missing_id", f"{fields.id!r} is empty"
     if text is None:
-        return None, "missing_text", f"no {fields.text!r} field"
+        return "missing_text", f"no {fields.text!r} field"
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, "undecodable_bytes", f"{fields.text!r} is not UTF-8 ({e.reason} at byte {e.start})"
+            return "undecodable_bytes", f"{fields.text!r} is not UTF-8 ({e.reason} at byte {e.start})"
     if not isinstance(text, str):
-        return None, "non_string_text", f"{fields.text!r} must be a string, got {type(text).__name__}"
+        return "non_string_text", f"{fields.text!r} must be a string, got {type(text).__name__}"
     if not text.strip():
-        return None, "empty_text", f"{fields.text!r} is empty or blank"
+        return "empty_text", f"{fields.text!r} is empty or blank"
+    keep = tuple(_to_keep_value(rec.get(k)) for k in fields.keep)
+    for name, value in ((fields.id, ad_id), (fields.text, text), *zip(fields.keep, keep)):
+        if value is not None and not _is_utf8(value):
+            return "invalid_unicode", f"{name!r} holds a lone UTF-16 surrogate, which is not valid Unicode text"
     if ad_id in seen_ids:
-        return None, "duplicate_id", f"id {ad_id!r} already seen earlier in the input"
-    return ad_id, None, ""
-
-
-def _add(batch: AdBatch, ad_id: str, text, fields: Fields, rec: dict) -> None:
-    batch.ids.append(ad_id)
-    batch.texts.append(text.decode("utf-8") if isinstance(text, bytes) else text)
-    for k in fields.keep:
-        batch.keep[k].append(_to_keep_value(rec.get(k)))
+        return "duplicate_id", f"id {ad_id!r} already seen earlier in the input"
+    return _Ad(ad_id, text, keep)
 
 
 def _iter_jsonl_records(shard: Shard) -> Iterator[tuple[int, bytes]]:
@@ -281,38 +322,81 @@ def read_shard(shard: Shard, fields: Fields, seen_ids: set[str]) -> tuple[AdBatc
     batch = AdBatch(keep={k: [] for k in fields.keep})
     rejects: list[Reject] = []
     source = shard.file.path
+    _check_unchanged(shard.file)
     for record, rec, raw in _records(shard, fields):
         if isinstance(rec, Reject):
             rejects.append(rec)
             continue
-        ad_id, reason, detail = _check_ad(rec.get(fields.id), rec.get(fields.text), fields, seen_ids)
-        if reason:
-            rejects.append(Reject(source, record, reason, detail, raw()))
+        ad = _check_ad(rec, fields, seen_ids)
+        if not isinstance(ad, _Ad):
+            rejects.append(Reject(source, record, *ad, raw()))
             continue
-        seen_ids.add(ad_id)
-        _add(batch, ad_id, rec.get(fields.text), fields, rec)
+        seen_ids.add(ad.id)
+        batch.ids.append(ad.id)
+        batch.texts.append(ad.text)
+        for k, value in zip(fields.keep, ad.keep):
+            batch.keep[k].append(value)
     return batch, rejects
+
+
+def _check_unchanged(file: InputFile) -> None:
+    """Shards are planned from the file as it was; one rewritten since would be read at wrong offsets."""
+    if is_uri(file.path):
+        fs, inner = pafs.FileSystem.from_uri(file.path)
+        info = fs.get_file_info(inner)
+        now = (info.size, info.mtime_ns or 0) if info.type == pafs.FileType.File else None
+    else:
+        try:
+            st = os.stat(file.path)
+            now = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            now = None
+    if now != (file.size, file.mtime_ns):
+        what = "was removed" if now is None else "changed"
+        raise CorpusError(f"{file.path} {what} while the job ran; finished shards are kept: restore the file and "
+                          f"rerun to resume, or rerun with --overwrite to tag the new version")
 
 
 def _snippet(text: str) -> str:
     return text if len(text) <= RAW_SNIPPET_CHARS else text[:RAW_SNIPPET_CHARS] + "…"
 
 
-def _parquet_rows(path: str, columns: list[str], start: int, count: int) -> list[dict]:
-    """Rows [start, start + count) of the columns present, reading only the row groups that hold them."""
-    with open_input(path) as fh:
-        pf = pq.ParquetFile(fh)
-        present = [c for c in columns if c in pf.schema_arrow.names]
-        groups, first, offset = [], None, 0
-        for g in range(pf.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if offset < start + count and offset + n > start:
-                groups.append(g)
-                first = offset if first is None else first
-            offset += n
-        if not groups:
-            return []
-        return pf.read_row_groups(groups, columns=present).slice(start - first, count).to_pylist()
+def _parquet_rows(path: str, columns: list[str], start: int, count: int) -> list[dict | str]:
+    """Rows [start, start + count) of the columns present, reading only the row groups that hold them.
+
+    A row with a value Python cannot hold (a timestamp past year 9999, invalid UTF-8 in a string
+    column) comes back as the error's text, to be rejected alone rather than failing its shard.
+    """
+    try:
+        with open_input(path) as fh:
+            pf = pq.ParquetFile(fh)
+            present = [c for c in columns if c in pf.schema_arrow.names]
+            groups, first, offset = [], None, 0
+            for g in range(pf.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if offset < start + count and offset + n > start:
+                    groups.append(g)
+                    first = offset if first is None else first
+                offset += n
+            if not groups:
+                return []
+            table = pf.read_row_groups(groups, columns=present).slice(start - first, count)
+    except (OSError, ValueError) as e:
+        raise _parquet_error(path, e) from e
+    values: dict[str, list] = {}
+    bad: dict[int, str] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        try:
+            values[name] = column.to_pylist()
+        except (ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
+            values[name] = [None] * len(column)
+            for i in range(len(column)):
+                try:
+                    values[name][i] = column[i].as_py()
+                except (ValueError, OverflowError) as row_error:
+                    bad.setdefault(i, f"column {name!r}: {row_error}")
+    return [bad.get(i) or {name: values[name][i] for name in values} for i in range(table.num_rows)]
 
 
 def _records(shard: Shard, fields: Fields):
@@ -321,6 +405,9 @@ def _records(shard: Shard, fields: Fields):
     if shard.file.format == "parquet":
         columns = list(dict.fromkeys((fields.id, fields.text, *fields.keep)))
         for i, row in enumerate(_parquet_rows(source, columns, shard.start, shard.count)):
+            if isinstance(row, str):
+                yield shard.start + i, Reject(source, shard.start + i, "unreadable_value", row), None
+                continue
             yield shard.start + i, row, lambda row=row: _snippet(json.dumps(row, ensure_ascii=False, default=repr))
         return
     for record, line in _iter_jsonl_records(shard):
@@ -332,8 +419,9 @@ def _records(shard: Shard, fields: Fields):
             continue
         try:
             rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield record, Reject(source, record, "invalid_json", f"{e.msg} at column {e.colno}", _snippet(text)), None
+        except (ValueError, RecursionError) as e:  # also a 5,000-digit number or arrays nested 100,000 deep
+            detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)[:200]
+            yield record, Reject(source, record, "invalid_json", detail, _snippet(text)), None
             continue
         if not isinstance(rec, dict):
             detail = f"a JSON {type(rec).__name__}, not an object"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +26,10 @@ import polars as pl
 
 from skilltag import __version__
 from skilltag.encoder import Encoder
+from skilltag.fsutil import replace_dir
 from skilltag.taxonomy import Taxonomy
 
+MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
@@ -166,24 +167,14 @@ class SkillIndex:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index atomically: a half-written directory is never left under the final name."""
-        final = Path(directory)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        return replace_dir(directory, self._write, owned_by=MANIFEST_FILE, kind="skilltag index")
+
+    def _write(self, tmp: Path) -> None:
         pl.DataFrame({"uri": self.uris, "label": self.labels}).write_parquet(tmp / "skills.parquet")
         np.save(tmp / "vectors.npy", self.vectors)
         np.save(tmp / "offsets.npy", self.offsets)
         self.graph.save_index(str(tmp / "hnsw.bin"))
-        (tmp / "manifest.json").write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
-        return final
+        (tmp / MANIFEST_FILE).write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
 
     @classmethod
     def load(
@@ -194,7 +185,7 @@ class SkillIndex:
     ) -> "SkillIndex":
         """Load an index, refusing one built with another model or taxonomy than the ones given."""
         d = Path(directory)
-        manifest_path = d / "manifest.json"
+        manifest_path = d / MANIFEST_FILE
         if not manifest_path.is_file():
             raise SkillIndexError(f"No skill index at {d} (manifest.json missing). Build one with `skilltag index`.")
         try:

@@ -19,7 +19,7 @@ import polars as pl
 
 from skilltag import __version__
 from skilltag.corpus import (
-    AdBatch, Fields, InputFile, Reject, Shard, check_fields, discover_inputs, plan_shards, read_shard,
+    AdBatch, CorpusError, Fields, InputFile, Reject, Shard, find_inputs, plan_shards, read_shard,
 )
 from skilltag.index import IndexManifest
 from skilltag.progress import JobProgress
@@ -45,6 +45,16 @@ class TagJob:
     batch_ads: int = DEFAULT_BATCH_ADS
     overwrite: bool = False  # start afresh instead of resuming or refusing
     sentence_cache: bool = True  # encode each distinct sentence once per run (see skilltag.cache)
+
+
+def job_fields(id_field: str, text_field: str, keep: list[str]) -> Fields:
+    """Input field names, with ``keep`` deduplicated and checked against the output's own columns."""
+    keep_fields = tuple(dict.fromkeys(k for k in keep if k))
+    clash = sorted(set(keep_fields) & set(output_schema(())))
+    if clash:
+        raise CorpusError(f"--keep {', '.join(clash)}: the output already has such a column; "
+                          f"rename the field in the input, or drop it from --keep")
+    return Fields(id=id_field, text=text_field, keep=keep_fields)
 
 
 def output_schema(keep: tuple[str, ...]) -> dict:
@@ -189,15 +199,11 @@ def tag_prepared(tagger: Tagger, prepared: PreparedShard, times: StageTimes):
 
 
 def run_tag_job(job: TagJob, tagger: Tagger, description: str = "tagging") -> dict:
-    files = discover_inputs(job.inputs)
-    for f in files:
-        check_fields(f, job.fields)
+    files = find_inputs(job.inputs, job.fields, job.output)
     shards, blank_lines = plan_shards(files, job.shard_size)
     run = RunDir(job.output, job.fmt)
-    if job.overwrite:
-        run.clear()
-    run.open(fingerprint(job, files, tagger))
-    cache = SentenceCache(tagger.cfg.top_k) if job.sentence_cache else None
+    run.open(fingerprint(job, files, tagger), overwrite=job.overwrite)
+    cache = SentenceCache(min(tagger.cfg.top_k, len(tagger.index))) if job.sentence_cache else None
     tagger = Tagger(tagger.encoder, tagger.index, tagger.cfg, cache)
 
     stats: list[ShardStats] = []

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from skilltag.cache import SentenceCache
-from skilltag.corpus import Fields, Shard, check_fields, discover_inputs, plan_shards, read_shard
+from skilltag.corpus import Fields, Shard, find_inputs, plan_shards, read_shard
 from skilltag.encoder import Encoder, EncoderError, model_fingerprint, resolve_model
 from skilltag.index import IndexManifest, SkillIndex, SkillIndexError
 from skilltag.job import (
@@ -205,7 +205,7 @@ class TagShards:
     def __init__(self, plan: _Plan, device: str):
         encoder = Encoder(plan.model_dir, device=device, batch_size=plan.batch_size)
         index = SkillIndex.load(plan.index_dir, model_sha256=encoder.info.sha256)
-        self.cache = SentenceCache(plan.cfg.top_k) if plan.job.sentence_cache else None
+        self.cache = SentenceCache(min(plan.cfg.top_k, len(index))) if plan.job.sentence_cache else None
         self.tagger = Tagger(encoder, index, plan.cfg, self.cache)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -320,14 +320,11 @@ def run_tag_job_ray(
     import ray  # the optional extra skilltag[ray]; the local engine never imports it
 
     model_dir, model_sha256, index_dir, manifest = _model_and_index(model, index_dir, taxonomy_sha256)
-    files = discover_inputs(job.inputs)
-    for f in files:
-        check_fields(f, job.fields)
+    files = find_inputs(job.inputs, job.fields, job.output)
     shards, blank_lines = plan_shards(files, job.shard_size)
     run = RunDir(Path(job.output).resolve(), job.fmt)
-    if job.overwrite:
-        run.clear()
-    run.open(job_fingerprint(job, files, tag_config, model_sha256, manifest, Encoder.backend))
+    fingerprint = job_fingerprint(job, files, tag_config, model_sha256, manifest, Encoder.backend)
+    run.open(fingerprint, overwrite=job.overwrite)
     plan = _Plan(job, tag_config, str(model_dir), index_dir, batch_size, run)
 
     done = [s for s in shards if run.is_done(s.name)]

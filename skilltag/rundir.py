@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +22,13 @@ import numpy as np
 import polars as pl
 
 from skilltag.corpus import Reject
+from skilltag.fsutil import atomic_write_bytes, fsync_dir
 
 RUN_FILE = "_run.json"
 SUMMARY_FILE = "_summary.json"
+OWN_DIRS = ("_markers", "rejects", "_cache")
+# Part files, the run files, and the dot-named temporaries they are written under.
+OWN_FILE = re.compile(r"\.?(part-\d+-\d+\.(parquet|jsonl)|_run\.json|_summary\.json)(\.tmp)?")
 
 
 class RunMismatchError(Exception):
@@ -42,23 +47,6 @@ class ShardStats:
     reject_reasons: dict[str, int]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class RunDir:
     def __init__(self, root: str | os.PathLike, fmt: str):
         if fmt not in ("parquet", "jsonl"):
@@ -69,36 +57,53 @@ class RunDir:
         self.rejects = self.root / "rejects"
         self.cache = self.root / "_cache"
 
-    def clear(self) -> None:
-        """Remove a previous job's output (only a directory that a skilltag job wrote)."""
-        if not self.root.exists():
-            return
-        if not (self.root / RUN_FILE).is_file():
-            raise RunMismatchError(f"refusing to overwrite {self.root}: it is not a skilltag tag output")
-        shutil.rmtree(self.root)
+    def _own(self, entry: Path) -> bool:
+        return entry.name in OWN_DIRS if entry.is_dir() else bool(OWN_FILE.fullmatch(entry.name))
 
-    def open(self, fingerprint: dict) -> None:
-        """Start a new job here, or resume the same one; refuse to mix two different jobs."""
+    def _clear(self) -> None:
+        """Remove a previous job's output: only the entries a tag job writes, nothing else there."""
+        for entry in self.root.iterdir():
+            if entry.name in OWN_DIRS and entry.is_dir():
+                shutil.rmtree(entry)
+            elif OWN_FILE.fullmatch(entry.name) and entry.is_file():
+                entry.unlink()
+
+    def open(self, fingerprint: dict, overwrite: bool = False) -> None:
+        """Start a new job here, or resume the same one; refuse to mix two different jobs.
+
+        ``overwrite`` replaces an earlier tag job's output instead; files of any other kind stay.
+        """
         fingerprint = json.loads(json.dumps(fingerprint))  # compare as stored: tuples become lists
         if self.root.exists() and not self.root.is_dir():
             raise RunMismatchError(f"output {self.root} exists and is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.markers.mkdir(exist_ok=True)
-        self.rejects.mkdir(exist_ok=True)
-        self.cache.mkdir(exist_ok=True)
         run_file = self.root / RUN_FILE
-        if run_file.exists():
-            previous = json.loads(run_file.read_text())
+        if run_file.is_file() and overwrite:
+            self._clear()
+        elif run_file.is_file():
+            try:
+                previous = json.loads(run_file.read_text())
+            except (ValueError, OSError) as e:
+                raise RunMismatchError(f"{run_file} is unreadable ({e}); use --overwrite or a new directory") from e
             diff = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
             if diff:
                 raise RunMismatchError(
                     f"{self.root} holds a job with different {', '.join(diff)}. Rerun with the same inputs, "
                     f"options, model and index to resume, or choose a new output directory (or --overwrite)."
                 )
-        elif any(self.root.glob("part-*")) or any(self.markers.iterdir()):
-            raise RunMismatchError(f"{self.root} holds part files of an unknown job; choose an empty directory")
-        else:
-            atomic_write_bytes(run_file, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
+        elif self.root.exists() and any(self.root.iterdir()):
+            # Not ours, or a job killed before it wrote _run.json: either way not safe to write into.
+            raise RunMismatchError(
+                f"output {self.root} is not empty and holds no skilltag tag job ({RUN_FILE}); "
+                f"choose a new or empty directory"
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not run_file.is_file():  # first, so a kill right after leaves a directory this job can resume
+                atomic_write_bytes(run_file, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
+            for d in (self.markers, self.rejects, self.cache):
+                d.mkdir(exist_ok=True)
+        except OSError as e:
+            raise RunMismatchError(f"cannot write to output {self.root}: {e}") from e
 
     def part_path(self, name: str) -> Path:
         return self.root / f"{name}.{self.fmt}"
@@ -145,7 +150,8 @@ class RunDir:
         os.replace(tmp, part)
         reject_path = self.rejects / f"{stats.name}.jsonl"
         lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rejects)
-        atomic_write_bytes(reject_path, lines.encode())
+        # A rejected record may hold a lone surrogate; it is written escaped rather than failing the shard.
+        atomic_write_bytes(reject_path, lines.encode("utf-8", errors="backslashreplace"))
         if cache_entries is not None:
             buf = io.BytesIO()
             keys, ids, scores = cache_entries
@@ -153,7 +159,7 @@ class RunDir:
             atomic_write_bytes(self.cache / f"{stats.name}.npz", buf.getvalue())
         # The marker goes last: its presence means the part and the rejects are complete.
         atomic_write_bytes(self.marker_path(stats.name), json.dumps(asdict(stats)).encode())
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def write_summary(self, summary: dict) -> Path:
         path = self.root / SUMMARY_FILE

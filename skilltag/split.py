@@ -122,7 +122,7 @@ def split_sentences(
                 continue
             start = piece_start + s + raw.find(stripped)
             for chunk, a, b in _chop(stripped, start, max_chars):
-                out.append(Sentence(_SPACES.sub(" ", chunk), a, b))
-                if len(out) >= max_sentences:
+                if len(out) == max_sentences:  # only cut short when there is a sentence left to drop
                     return out, True
+                out.append(Sentence(_SPACES.sub(" ", chunk), a, b))
     return out, False

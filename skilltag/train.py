@@ -25,6 +25,7 @@ from pathlib import Path
 
 from skilltag import __version__
 from skilltag.encoder import Encoder, EncoderError, model_fingerprint, pick_device, resolve_model, stock_model_path
+from skilltag.fsutil import check_replaceable, replace_dir
 from skilltag.evaluate import BenchmarkResult, evaluate, load_benchmark
 from skilltag.index import SkillIndex
 from skilltag.pairs import (
@@ -230,6 +231,7 @@ def train(
     base = resolve_model(base_model) if base_model else stock_model_path()
     if not (base / "modules.json").is_file():
         raise TrainError(f"no sentence-transformers model at {base} (modules.json missing)")
+    check_replaceable(Path(output), MANIFEST, "skilltag model")  # before the hours of training, not after
     device = pick_device(params.device)
 
     exclude = dev_sentences(dev)
@@ -266,13 +268,6 @@ def train(
             state = trainer.train()
         train_seconds = time.perf_counter() - start
 
-    out = Path(output)
-    if out.exists():
-        shutil.rmtree(out)
-    model.save_pretrained(str(out))
-    log(f"model saved to {out}; scoring dev sets")
-    results = evaluate_dev(out, taxonomy, dev, device)
-
     steps = trainer.state.global_step
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -293,9 +288,18 @@ def train(
         "steps_per_second": round(steps / train_seconds, 3) if train_seconds else None,
         "hardware": hardware(device),
         "versions": _versions(),
-        "dev": [{"benchmark": r.name, "search": r.search, **asdict(r.scores)} for r in results],
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    results: list[BenchmarkResult] = []
+
+    def write(tmp: Path) -> None:
+        # Scored from the saved files, so the figures are those of the model as it will be loaded.
+        model.save_pretrained(str(tmp))
+        log("model saved; scoring dev sets")
+        results.extend(evaluate_dev(tmp, taxonomy, dev, device))
+        manifest["dev"] = [{"benchmark": r.name, "search": r.search, **asdict(r.scores)} for r in results]
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    out = replace_dir(output, write, owned_by=MANIFEST, kind="skilltag model")
     return TrainResult(output=out, manifest=manifest, dev=results)
 
 
@@ -307,18 +311,19 @@ def compact_copy(model_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     from sentence_transformers import SentenceTransformer
 
-    src, out = Path(model_dir), Path(dest)
+    src = Path(model_dir)
     model = SentenceTransformer(str(src), device="cpu", local_files_only=True)
     model.half()
-    if out.exists():
-        shutil.rmtree(out)
-    model.save_pretrained(str(out))
-    config_path = out / "config.json"
-    config = json.loads(config_path.read_text())
-    config["dtype"] = "float32"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    if (src / MANIFEST).is_file():
-        shutil.copy2(src / MANIFEST, out / MANIFEST)
-    # The generated model card names local paths and changes each run; training.json is the record.
-    (out / "README.md").unlink(missing_ok=True)
-    return out
+
+    def write(out: Path) -> None:
+        model.save_pretrained(str(out))
+        config_path = out / "config.json"
+        config = json.loads(config_path.read_text())
+        config["dtype"] = "float32"
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        if (src / MANIFEST).is_file():
+            shutil.copy2(src / MANIFEST, out / MANIFEST)
+        # The generated model card names local paths and changes each run; training.json is the record.
+        (out / "README.md").unlink(missing_ok=True)
+
+    return replace_dir(dest, write, owned_by="modules.json", kind="sentence-transformers model")

@@ -7,19 +7,14 @@ would be circular. --model differs anyway: it is the *base* model, never the pac
 
 from __future__ import annotations
 
-import sys
-
 import click
 from rich.console import Console
 
-from skilltag.encoder import EncoderError
-from skilltag.evaluate import BenchmarkError
-from skilltag.pairs import DEFAULT_MAX_PER_SKILL, PairsError
-from skilltag.taxonomy import TaxonomyError, load_taxonomy
-from skilltag.train import MANIFEST, Sources, TrainError, TrainParams
+from skilltag.pairs import DEFAULT_MAX_PER_SKILL
+from skilltag.taxonomy import load_taxonomy
+from skilltag.train import MANIFEST, Sources, TrainParams
 from skilltag.train import train as train_model
 
-_ERRORS = (TaxonomyError, EncoderError, BenchmarkError, PairsError, TrainError)
 _DEFAULTS = TrainParams()
 
 
@@ -62,12 +57,8 @@ def train(output, taxonomy, model, device, synthetic, descriptions, alt_labels, 
     params = TrainParams(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          warmup_ratio=warmup_ratio, augment_p=augment_p,
                          max_steps=max_steps, seed=seed, device=device)
-    try:
-        result = train_model(load_taxonomy(taxonomy), output, sources, params, base_model=model, dev=dev,
-                             log=lambda msg: err.print(msg, highlight=False))
-    except _ERRORS as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    result = train_model(load_taxonomy(taxonomy), output, sources, params, base_model=model, dev=dev,
+                         log=lambda msg: err.print(msg, highlight=False))
     m = result.manifest
     err.print(f"trained {m['steps']} steps in {m['train_seconds']:.0f}s on {m['hardware']['device']}; "
               f"model and {MANIFEST} in {result.output}", highlight=False)

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from skilltag.cli import main
+from skilltag.job import job_fields
 
 from conftest import BENCH_DIR
 
@@ -126,3 +127,30 @@ def test_out_of_range_options_are_usage_errors(tmp_path, option, value):
     r = CliRunner().invoke(main, ["tag", str(ads), "-o", str(tmp_path / "o"), option, value])
     assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--keep", "skills"], "--keep skills: the output already has such a column"),
+    (["--text-field", "body"], "no column 'body' (--text-field)"),
+])
+def test_input_problems_fail_before_the_model_loads(tmp_path, extra, message):
+    ads = tmp_path / "ads.parquet"
+    pl.DataFrame({"id": ["1"], "text": ["We need a Python developer."]}).write_parquet(ads)
+    r = CliRunner().invoke(main, ["tag", str(ads), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "none"),
+                                  *extra])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_keep_names_are_deduplicated():
+    assert job_fields("id", "text", ["source", "", "source", "country"]).keep == ("source", "country")
+
+
+@pytest.mark.parametrize("command", [["index"], ["train", "--descriptions"]])
+def test_index_and_train_refuse_to_replace_a_directory_they_did_not_write(tmp_path, taxonomy_slice, command):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("months of work")
+    r = CliRunner().invoke(main, [*command, "-o", str(home), "--taxonomy", str(taxonomy_slice)])
+    assert r.exit_code == 2 and "refusing to replace" in r.output, r.output
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]

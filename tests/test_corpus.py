@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skilltag.corpus import CorpusError, Fields, discover_inputs, plan_shards, read_shard
+from skilltag.corpus import CorpusError, Fields, discover_inputs, find_inputs, plan_shards, read_shard
 
 LINES = [
     b'{"id": "a1", "text": "Python developer wanted.", "country": "DE"}',
@@ -107,3 +107,61 @@ def test_compressed_input_says_what_to_do(tmp_path):
     (tmp_path / "ads.jsonl.gz").write_bytes(b"\x1f\x8b")
     with pytest.raises(CorpusError, match="compressed: decompress it first, or convert it to Parquet"):
         discover_inputs(str(tmp_path / "ads.jsonl.gz"))
+
+
+def test_hostile_jsonl_lines_are_rejects_not_crashes(tmp_path):
+    src = tmp_path / "hostile.jsonl"
+    lines = [
+        b'{"id": "ok", "text": "Fine ad.", "country": "DE"}',
+        b'{"id": "big", "text": "x", "n": ' + b"9" * 5000 + b"}",  # past Python's int-from-string limit
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the JSON decoder recurses
+        b'{"id": "s1", "text": "lone \\ud800 surrogate"}',
+        b'{"id": "s2\\udfff", "text": "surrogate in the id"}',
+        b'{"id": "s3", "text": "surrogate in a kept field", "country": "\\udc80"}',
+    ]
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    ads, rejects, _, _ = read_all(discover_inputs(str(src)), 10)
+    assert ads == [("ok", "Fine ad.", "DE")]
+    assert rejects == [(1, "invalid_json"), (2, "invalid_json"), (3, "invalid_unicode"), (4, "invalid_unicode"),
+                       (5, "invalid_unicode")]
+
+
+def test_parquet_values_python_cannot_hold_reject_only_their_row(tmp_path):
+    too_late = 253402300800 * 2 * 10**6  # microseconds: year ~10,000+, past datetime's range
+    text = pa.Array.from_buffers(  # invalid UTF-8 in a string column, as a broken writer leaves it
+        pa.string(), 3, [None, pa.array([0, 3, 7, 10], type=pa.int32()).buffers()[1], pa.py_buffer(b"ab.bad\xffcd.")]
+    )
+    table = pa.table({"id": ["t1", "t2", "t3"], "text": text,
+                      "country": pa.array([0, 0, too_late], type=pa.timestamp("us"))})
+    pq.write_table(table, tmp_path / "odd.parquet")
+    ads, rejects, _, _ = read_all(discover_inputs(str(tmp_path / "odd.parquet")), 10)
+    assert ads == [("t1", "ab.", "1970-01-01 00:00:00")]
+    assert rejects == [(1, "unreadable_value"), (2, "unreadable_value")]
+
+
+def test_a_file_that_is_not_parquet_is_a_clear_error(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 but then nothing useful")
+    with pytest.raises(CorpusError, match="broken.parquet: not a readable Parquet file"):
+        find_inputs(str(tmp_path), FIELDS)
+
+
+def test_an_input_changed_after_planning_is_refused(tmp_path):
+    root = write_corpus(tmp_path / "in")
+    shards, _ = plan_shards(discover_inputs(str(root)), 4)
+    with open(root / "a.jsonl", "ab") as fh:
+        fh.write(b'{"id": "late", "text": "Appended while the job ran."}\n')
+    with pytest.raises(CorpusError, match="a.jsonl changed while the job ran"):
+        read_shard(shards[0], FIELDS, set())
+    (root / "sub" / "b.parquet").unlink()
+    with pytest.raises(CorpusError, match="b.parquet was removed"):
+        read_shard(shards[2], FIELDS, set())
+
+
+def test_the_output_directory_is_not_read_as_input(tmp_path):
+    root = write_corpus(tmp_path / "in")
+    (root / "tagged").mkdir()
+    pl.DataFrame({"id": ["x"], "skills": [[]]}).write_parquet(root / "tagged" / "part-00000-00000.parquet")
+    files = find_inputs(str(root), FIELDS, output=root / "tagged")
+    assert [f.path.rsplit("/", 1)[1] for f in files] == ["a.jsonl", "b.parquet"]
+    with pytest.raises(CorpusError, match="outside the output directory"):
+        find_inputs(str(root / "tagged"), FIELDS, output=root / "tagged")

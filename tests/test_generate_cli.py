@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, write_taxonomy_slice
 from openai_server import OpenAIServer
-from skilltag.generate.command import generate
+from skilltag.cli import main
 from skilltag.taxonomy import load_taxonomy
 
 KEY = "sk-test-DO-NOT-LEAK-4242"
@@ -30,7 +30,7 @@ def esco(tmp_path_factory) -> Path:
 def invoke(url: str, esco: Path, out: Path, *extra: str, key: str | None = KEY):
     env = {"OPENAI_API_KEY": key} if key else {"OPENAI_API_KEY": ""}
     args = ["-o", str(out), "--base-url", url, "--model", "test-model", "--taxonomy", str(esco), *FAST, *extra]
-    return CliRunner().invoke(generate, args, env=env)
+    return CliRunner().invoke(main, ["generate", *args], env=env)
 
 
 def uris(out: Path) -> list[str]:

@@ -47,3 +47,8 @@ def test_absurd_lengths_are_capped_not_lost():
     assert sum(s.text.count("kubernetes") for s in sentences) == 200
     many, truncated = split_sentences("\n".join(f"skill {i}" for i in range(50)), max_sentences=10)
     assert len(many) == 10 and truncated
+
+
+def test_an_ad_with_exactly_max_sentences_is_not_truncated():
+    exact, truncated = split_sentences("\n".join(f"skill {i}" for i in range(10)), max_sentences=10)
+    assert len(exact) == 10 and not truncated

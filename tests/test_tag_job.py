@@ -42,6 +42,7 @@ BAD_LINES = [
     b'{"id": "b3"}',
     b'{"id": {"nested": 1}, "text": "x"}',
     b'{"id": "b4", "text": "caf\xe9 \xff"}',
+    b'{"id": "b5", "text": "a lone \\ud800 surrogate"}',
 ]
 
 
@@ -74,7 +75,7 @@ def test_every_record_is_in_output_or_rejects(tmp_path, tagger, ads):
     assert frame["id"].to_list() == [a["id"] for a in ads], "input order kept, first occurrence of an id wins"
     assert sorted(r["reason"] for r in rejects) == sorted(
         ["duplicate_id", "non_string_text", "invalid_json", "not_an_object", "empty_text", "missing_id",
-         "missing_text", "invalid_id", "undecodable_bytes"]
+         "missing_text", "invalid_id", "undecodable_bytes", "invalid_unicode"]
     )
     assert summary["rejects"] == len(rejects) and sum(summary["reject_reasons"].values()) == len(rejects)
     assert all(r["source"] == str(src) and "record" in r and r["detail"] for r in rejects)
@@ -122,6 +123,50 @@ def test_directory_input_and_changed_options_refused(tmp_path, tagger, ads):
     other = Tagger(tagger.encoder, tagger.index, TagConfig(threshold=0.9))
     with pytest.raises(RunMismatchError, match="tag_config"):
         run_tag_job(TagJob(str(shards), str(out), shard_size=4), other)
+
+
+def test_an_output_inside_the_input_directory_is_not_read_back(tmp_path, tagger, ads):
+    shards = tmp_path / "ads"
+    shards.mkdir()
+    write_jsonl(shards / "a.jsonl", ads)
+    job = TagJob(str(shards), str(shards / "tagged"), shard_size=5, fmt="jsonl")
+    first = run_tag_job(job, tagger)
+    again = run_tag_job(job, tagger)
+    assert first["records"] == again["records"] == len(ads) and first["input_files"] == again["input_files"] == 1
+    assert again["shards_skipped"] == again["shards"], "its own part files did not change the inputs"
+
+
+def test_overwrite_deletes_only_what_a_tag_job_wrote(tmp_path, tagger, ads):
+    src = write_jsonl(tmp_path / "a.jsonl", ads)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("months of work")
+    for overwrite in (False, True):
+        with pytest.raises(RunMismatchError, match="holds no skilltag tag job"):
+            run_tag_job(TagJob(str(src), str(home), overwrite=overwrite), tagger)
+    assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+
+    out = tmp_path / "out"
+    run_tag_job(TagJob(str(src), str(out), shard_size=5), tagger)
+    (out / "notes.txt").write_text("the analyst's notes")
+    again = run_tag_job(TagJob(str(src), str(out), shard_size=4, overwrite=True), tagger)
+    assert again["shards_skipped"] == 0 and again["ads"] == len(ads)
+    assert (out / "notes.txt").read_text() == "the analyst's notes"
+    assert len(list(out.glob("part-*.parquet"))) == again["shards"], "no part file of the old job is left"
+
+
+def test_top_k_beyond_the_index_size_is_capped(tmp_path, tagger, ads):
+    wide = Tagger(tagger.encoder, tagger.index, TagConfig(top_k=len(tagger.index) + 50, threshold=0.4))
+    src = write_jsonl(tmp_path / "a.jsonl", ads)
+    summary = run_tag_job(TagJob(str(src), str(tmp_path / "wide"), shard_size=5), wide)
+    assert summary["ads"] == len(ads) and summary["skills"] > 0
+
+
+def test_an_output_path_that_cannot_be_created_is_a_clear_error(tmp_path, tagger, ads):
+    src = write_jsonl(tmp_path / "a.jsonl", ads)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RunMismatchError, match="cannot write to output"):
+        run_tag_job(TagJob(str(src), str(tmp_path / "a_file" / "out")), tagger)
 
 
 def test_a_job_reads_its_inputs_from_s3(tmp_path, tagger, ads, s3):

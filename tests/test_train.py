@@ -24,7 +24,7 @@ from skilltag.train import (
     to_dataset,
     train,
 )
-from skilltag.train_command import train as train_cmd
+from skilltag.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_compact_copy_is_fp16_on_disk_and_float32_when_loaded(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_and_prints_dev_scores(slice_csv, synthetic_file, dev_file, tmp_path):
     out = tmp_path / "cli_model"
-    res = CliRunner().invoke(train_cmd, [
+    res = CliRunner().invoke(main, ["train", 
         "-o", str(out), "--taxonomy", str(slice_csv), "--synthetic", str(synthetic_file), "--alt-labels",
         "--dev", str(dev_file), "--max-steps", "1", "--batch-size", "4", "--augment-p", "0", "--device", "cpu",
     ])
@@ -128,13 +128,13 @@ def test_cli_trains_and_prints_dev_scores(slice_csv, synthetic_file, dev_file, t
 
 
 def test_cli_needs_a_source(slice_csv, tmp_path):
-    res = CliRunner().invoke(train_cmd, ["-o", str(tmp_path / "m"), "--taxonomy", str(slice_csv)])
+    res = CliRunner().invoke(main, ["train", "-o", str(tmp_path / "m"), "--taxonomy", str(slice_csv)])
     assert res.exit_code == 2 and "choose at least one source" in res.output
     assert not (tmp_path / "m").exists()
 
 
 def test_cli_reports_a_bad_taxonomy_without_a_traceback(tmp_path):
-    res = CliRunner().invoke(train_cmd, ["-o", str(tmp_path / "m"), "--taxonomy", str(tmp_path / "none.csv"),
+    res = CliRunner().invoke(main, ["train", "-o", str(tmp_path / "m"), "--taxonomy", str(tmp_path / "none.csv"),
                                          "--descriptions"])
     assert res.exit_code == 2 and "ESCO skills file not found" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)

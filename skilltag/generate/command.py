@@ -15,9 +15,9 @@ from skilltag.generate.job import run_job
 from skilltag.generate.prompts import PROMPT_VERSION
 from skilltag.generate.report import report_table
 from skilltag.generate.select import read_wanted, select_skills
-from skilltag.generate.store import OutputStore, StoreError
+from skilltag.generate.store import OutputStore
 from skilltag.progress import JobProgress
-from skilltag.taxonomy import TaxonomyError, load_taxonomy
+from skilltag.taxonomy import load_taxonomy
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
@@ -87,9 +87,6 @@ def generate(**opts) -> None:
     log.setLevel(logging.INFO)
     try:
         code = _generate(console, **opts)
-    except (GenerateError, TaxonomyError, StoreError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        code = 2
     finally:
         log.removeHandler(handler)
     sys.exit(code)

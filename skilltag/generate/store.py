@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from skilltag.fsutil import fsync_dir
+
 SENTENCES_FILE = "sentences.jsonl"
 FAILED_FILE = "failed.jsonl"
 LOCK_FILE = ".lock"
@@ -64,15 +66,7 @@ def _append(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     if created:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(path.parent)
 
 
 def _read_lines(path: Path) -> tuple[list[dict], int]:
@@ -189,5 +183,5 @@ class OutputStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.failed_path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self.previous_failures = keep
