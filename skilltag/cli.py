@@ -19,7 +19,7 @@ from skilltag.fsutil import OutputDirError, check_replaceable
 from skilltag.generate.command import generate
 from skilltag.generate.engine import GenerateError
 from skilltag.generate.store import StoreError
-from skilltag.index import MANIFEST_FILE, HnswParams, SkillIndex, SkillIndexError
+from skilltag.index import MANIFEST_FILE, MANIFEST_KEYS, HnswParams, SkillIndex, SkillIndexError
 from skilltag.job import DEFAULT_BATCH_ADS, DEFAULT_SHARD_SIZE, TagJob, job_fields, run_tag_job
 from skilltag.onnx_encoder import BACKENDS, OnnxEncoder, make_encoder
 from skilltag.rundir import RunMismatchError
@@ -89,7 +89,7 @@ def main() -> None:
 @click.option("--ef", default=HnswParams.ef, type=POSITIVE, show_default=True, help="HNSW search breadth (recall vs speed).")
 def index_cmd(output, taxonomy, model, device, backend, alt_labels, hnsw_m, ef_construction, ef):
     """Embed every ESCO skill and build an HNSW skill index."""
-    check_replaceable(Path(output), MANIFEST_FILE, "skilltag index")
+    check_replaceable(Path(output), MANIFEST_FILE, "skilltag index", MANIFEST_KEYS)
     tax = load_taxonomy(taxonomy)
     encoder = make_encoder(model, device, backend)
     params = HnswParams(M=hnsw_m, ef_construction=ef_construction, ef=ef)
@@ -131,9 +131,8 @@ def evaluate_cmd(benchmarks, taxonomy, model, device, backend, index_dir, search
     idx = load_or_build_index(index_dir, taxonomy, encoder)
     label_to_id = {label: i for i, label in enumerate(idx.labels)}
     uri_to_id = {uri: i for i, uri in enumerate(idx.uris)}
-    results = [
-        evaluate(idx, encoder, load_benchmark(path, label_to_id, uri_to_id), search=search) for path in benchmarks
-    ]
+    loaded = [load_benchmark(path, label_to_id, uri_to_id) for path in benchmarks]  # all checked before scoring
+    results = [evaluate(idx, encoder, benchmark, search=search) for benchmark in loaded]
     if as_json:
         click.echo(json.dumps({
             "model": encoder.info.name, "model_sha256": encoder.info.sha256, "backend": encoder.backend,

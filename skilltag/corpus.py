@@ -107,10 +107,14 @@ def open_input(path: str) -> BinaryIO:
     return io.BufferedReader(fs.open_input_file(inner), buffer_size=READ_BUFFER)
 
 
-def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
-    """A file, a directory of shards (recursively) or a glob; files sorted by path for a stable order."""
+def discover_inputs(spec: str | os.PathLike, output: str | os.PathLike | None = None) -> list[InputFile]:
+    """A file, a directory of shards (recursively) or a glob; files sorted by path for a stable order.
+
+    Local files inside ``output`` or inside any other tag job's output (a directory with ``_run.json``)
+    are left out: ``tag ads/ -o ads/tagged`` must not read its own part files on a rerun.
+    """
     spec = str(spec)
-    found = _discover_uri(spec) if is_uri(spec) else _discover_local(spec)
+    found = _discover_uri(spec) if is_uri(spec) else _discover_local(spec, Path(output).resolve() if output else None)
     if not found:
         raise CorpusError(f"no input found at {spec!r} (give a .jsonl/.parquet file, a directory or a glob)")
     for f in found:
@@ -126,15 +130,29 @@ def discover_inputs(spec: str | os.PathLike) -> list[InputFile]:
     return found
 
 
-def _discover_local(spec: str) -> list[InputFile]:
+def _discover_local(spec: str, output: Path | None) -> list[InputFile]:
     p = Path(spec)
     if p.is_dir():
         candidates = sorted(q for q in p.rglob("*") if q.is_file() and not _is_hidden(q.name))
         paths = [q for q in candidates if _format_of(q.name)]
     elif p.is_file():
         paths = [p]
+    elif p.exists():
+        raise CorpusError(f"input {spec} is not a regular file or a directory (a pipe or a device?)")
     else:
-        paths = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
+        paths = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file() and not _is_hidden(q))
+    if not p.is_file():
+        is_output: dict[Path, bool] = {}  # per directory: thousands of files share a few parents
+
+        def in_tag_output(q: Path) -> bool:
+            for d in q.resolve().parents:
+                if d not in is_output:
+                    is_output[d] = d == output or (d / "_run.json").is_file()
+                if is_output[d]:
+                    return True
+            return False
+
+        paths = [q for q in paths if not in_tag_output(q)]
     out = []
     for q in paths:
         st = q.stat()
@@ -174,16 +192,8 @@ def _discover_uri(spec: str) -> list[InputFile]:
 
 
 def find_inputs(spec: str | os.PathLike, fields: Fields, output: str | os.PathLike | None = None) -> list[InputFile]:
-    """The job's input files, checked: none inside ``output``, every Parquet file with the fields asked for.
-
-    Without the exclusion, ``tag ads/ -o ads/tagged`` would read its own part files on a rerun.
-    """
-    files = discover_inputs(spec)
-    if output is not None and not is_uri(str(spec)):
-        out = Path(output).resolve()
-        files = [f for f in files if not Path(f.path).is_relative_to(out)]
-        if not files:
-            raise CorpusError(f"no input found at {str(spec)!r} outside the output directory {str(output)!r}")
+    """The job's input files (see :func:`discover_inputs`), every Parquet file checked for the fields asked for."""
+    files = discover_inputs(spec, output)
     for f in files:
         check_fields(f, fields)
     return files
@@ -257,7 +267,7 @@ def _to_keep_value(value) -> str | None:
     return str(value)
 
 
-def _is_utf8(value: str) -> bool:
+def is_utf8(value: str) -> bool:
     """False for a lone surrogate (a JSON "\\ud800" escape): Python holds it, no output format can."""
     try:
         value.encode("utf-8")
@@ -294,9 +304,12 @@ def _check_ad(rec: dict, fields: Fields, seen_ids: set[str]) -> _Ad | tuple[str,
         return "non_string_text", f"{fields.text!r} must be a string, got {type(text).__name__}"
     if not text.strip():
         return "empty_text", f"{fields.text!r} is empty or blank"
-    keep = tuple(_to_keep_value(rec.get(k)) for k in fields.keep)
+    try:
+        keep = tuple(_to_keep_value(rec.get(k)) for k in fields.keep)
+    except (RecursionError, ValueError) as e:
+        return "invalid_json", f"a --keep field cannot be written back as JSON ({str(e)[:200]})"
     for name, value in ((fields.id, ad_id), (fields.text, text), *zip(fields.keep, keep)):
-        if value is not None and not _is_utf8(value):
+        if value is not None and not is_utf8(value):
             return "invalid_unicode", f"{name!r} holds a lone UTF-16 surrogate, which is not valid Unicode text"
     if ad_id in seen_ids:
         return "duplicate_id", f"id {ad_id!r} already seen earlier in the input"
@@ -353,8 +366,8 @@ def _check_unchanged(file: InputFile) -> None:
             now = None
     if now != (file.size, file.mtime_ns):
         what = "was removed" if now is None else "changed"
-        raise CorpusError(f"{file.path} {what} while the job ran; finished shards are kept: restore the file and "
-                          f"rerun to resume, or rerun with --overwrite to tag the new version")
+        raise CorpusError(f"{file.path} {what} while the job ran; finished shards are kept: restore the file "
+                          f"(same size and mtime, e.g. cp -p) and rerun to resume, or rerun with --overwrite")
 
 
 def _snippet(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -30,26 +31,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def check_replaceable(final: Path, owned_by: str, kind: str) -> None:
+def _is_owned(marker: Path, keys: tuple[str, ...]) -> bool:
+    """``marker`` is a JSON object with ``keys``: written by skilltag, not a file that shares its name."""
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in keys)
+
+
+def check_replaceable(final: Path, owned_by: str, kind: str, keys: tuple[str, ...]) -> None:
     """Refuse, before any long work, an output path that :func:`replace_dir` would refuse."""
     if not final.exists():
         return
-    if not final.is_dir():
-        raise OutputDirError(f"{final} exists and is not a directory")
-    if any(final.iterdir()) and not (final / owned_by).is_file():
+    if not final.is_dir() or final.is_symlink():
+        raise OutputDirError(f"{final} exists and is not a directory (or is a link); choose another path")
+    if any(final.iterdir()) and not _is_owned(final / owned_by, keys):
         raise OutputDirError(
-            f"refusing to replace {final}: it is not empty and not a {kind} (no {owned_by}); choose another path"
+            f"refusing to replace {final}: it is not empty and not a {kind} (no skilltag {owned_by}); "
+            f"choose another path"
         )
 
 
-def replace_dir(final: str | os.PathLike, fill: Callable[[Path], None], owned_by: str, kind: str) -> Path:
+def replace_dir(
+    final: str | os.PathLike, fill: Callable[[Path], None], owned_by: str, kind: str, keys: tuple[str, ...]
+) -> Path:
     """Write a directory with ``fill`` under a temporary sibling name, then swap it in for ``final``.
 
-    An existing ``final`` is replaced only when it is empty or holds ``owned_by`` (a file every
-    output of this ``kind`` has), so a mistyped ``-o`` cannot delete someone else's data.
+    An existing ``final`` is replaced only when it is empty or holds ``owned_by``, a JSON file with
+    ``keys`` that every output of this ``kind`` has, so a mistyped ``-o`` cannot delete someone else's data.
     """
-    final = Path(final)
-    check_replaceable(final, owned_by, kind)
+    final = Path(os.path.abspath(final))  # "." or "a/.." have no name to put a sibling beside
+    check_replaceable(final, owned_by, kind, keys)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         if tmp.exists():

@@ -30,6 +30,7 @@ from skilltag.fsutil import replace_dir
 from skilltag.taxonomy import Taxonomy
 
 MANIFEST_FILE = "manifest.json"
+MANIFEST_KEYS = ("model_sha256", "taxonomy_sha256", "format_version")  # marks a skilltag index
 FORMAT_VERSION = 1
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 200
@@ -167,7 +168,7 @@ class SkillIndex:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index atomically: a half-written directory is never left under the final name."""
-        return replace_dir(directory, self._write, owned_by=MANIFEST_FILE, kind="skilltag index")
+        return replace_dir(directory, self._write, MANIFEST_FILE, "skilltag index", MANIFEST_KEYS)
 
     def _write(self, tmp: Path) -> None:
         pl.DataFrame({"uri": self.uris, "label": self.labels}).write_parquet(tmp / "skills.parquet")

@@ -28,6 +28,8 @@ from skilltag.cache import SentenceCache
 from skilltag.tagger import Sentences, SkillHit, StageTimes, TagConfig, Tagger
 
 DEFAULT_SHARD_SIZE = 5000
+# Bumped when part files of the same inputs and options change content, so no resume mixes two versions.
+OUTPUT_VERSION = 2
 DEFAULT_BATCH_ADS = 256
 
 SKILL_STRUCT = pl.Struct(
@@ -49,6 +51,8 @@ class TagJob:
 
 def job_fields(id_field: str, text_field: str, keep: list[str]) -> Fields:
     """Input field names, with ``keep`` deduplicated and checked against the output's own columns."""
+    if id_field == text_field:
+        raise CorpusError(f"--id-field and --text-field are both {id_field!r}; an ad's id and text are two fields")
     keep_fields = tuple(dict.fromkeys(k for k in keep if k))
     clash = sorted(set(keep_fields) & set(output_schema(())))
     if clash:
@@ -89,6 +93,7 @@ def job_fingerprint(
     manifest = asdict(index_manifest)
     manifest.pop("build_seconds", None)
     return {
+        "output_version": OUTPUT_VERSION,
         "inputs": [[f.path, f.size, f.mtime_ns] for f in files],
         # As _run.json reads it back (a list, not a tuple), or a rerun with --keep is refused as another job.
         "fields": {**asdict(job.fields), "keep": list(job.fields.keep)},

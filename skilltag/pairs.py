@@ -20,13 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import blingfire
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from skilltag.taxonomy import Taxonomy
 
 # Words and single punctuation marks: matching on these tokens is case-insensitive and respects word
 # boundaries, and "node . js" (SkillSpan's spaced tokens) equals "node.js".
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-CORPUS_SUFFIXES = (".jsonl", ".csv", ".txt")
+CORPUS_SUFFIXES = (".jsonl", ".csv", ".txt", ".parquet")
+# Whole ads sit in one CSV field and run past csv's 128 KiB default limit.
+_CSV_FIELD_LIMIT = 64 << 20
 DEFAULT_MAX_PER_SKILL = 20
 _MIN_SURFACE_CHARS = 3
 _MAX_PROBLEMS = 5
@@ -100,6 +104,35 @@ def _keep(sentence: str, exclude: frozenset[str], stats: SourceStats, where: str
     return True
 
 
+def _lines(path: Path) -> Iterator[tuple[str, str | None]]:
+    """(file:line, text) for every line; text is None where the line is not UTF-8.
+
+    Decoding line by line makes a bad byte cost one line, not the file. utf-8-sig drops a BOM (Windows
+    editors write one; ``cat`` puts one mid-file), which would make its line invalid JSON.
+    """
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = None
+            yield f"{path}:{line_no}", text
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, object, str | None]]:
+    """(file:line, record, problem) for every non-blank line; problem says why the record is unusable."""
+    for where, line in _lines(path):
+        if line is None:
+            yield where, None, "line is not UTF-8"
+        elif line.strip():
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):  # also integers over 4300 digits and deep nesting
+                yield where, None, "line is not valid JSON"
+            else:
+                yield where, rec, None
+
+
 def synthetic_pairs(path: str | os.PathLike, taxonomy: Taxonomy, exclude: frozenset[str] = frozenset()) -> PairSet:
     """Pairs from a ``skilltag generate`` JSONL file (one skill per line: uri, label, sentences, ...).
 
@@ -112,34 +145,32 @@ def synthetic_pairs(path: str | os.PathLike, taxonomy: Taxonomy, exclude: frozen
     stats = SourceStats(source=f"synthetic:{p.name}", files={str(p): file_sha256(p)})
     by_uri, by_label = taxonomy.by_uri(), taxonomy.by_label()
     pairs: list[Pair] = []
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                stats.skip("line is not valid JSON", where)
-                continue
-            if not isinstance(rec, dict):
-                stats.skip("line is not a JSON object", where)
-                continue
-            skill = by_uri.get(rec.get("uri"))
-            if skill is None:
-                skill = by_label.get(rec.get("label"))
-            if skill is None:
-                stats.skip("skill not in the taxonomy", where)
-                continue
-            sentences = rec.get("sentences")
-            if not isinstance(sentences, list):
-                stats.skip("no 'sentences' list", where)
-                continue
-            for sentence in sentences:
-                if not isinstance(sentence, str) or not sentence.strip():
-                    stats.skip("empty or non-string sentence", where)
-                elif _keep(sentence, exclude, stats, where):
-                    pairs.append(Pair(skill, sentence.strip(), "synthetic"))
+    for where, rec, problem in _jsonl(p):
+        if problem:
+            stats.skip(problem, where)
+            continue
+        if not isinstance(rec, dict):
+            stats.skip("line is not a JSON object", where)
+            continue
+        uri, label = rec.get("uri"), rec.get("label")
+        if not isinstance(uri, str | None) or not isinstance(label, str | None):
+            stats.skip("'uri' or 'label' is not a string", where)
+            continue
+        skill = by_uri.get(uri)
+        if skill is None:
+            skill = by_label.get(label)
+        if skill is None:
+            stats.skip("skill not in the taxonomy", where)
+            continue
+        sentences = rec.get("sentences")
+        if not isinstance(sentences, list):
+            stats.skip("no 'sentences' list", where)
+            continue
+        for sentence in sentences:
+            if not isinstance(sentence, str) or not sentence.strip():
+                stats.skip("empty or non-string sentence", where)
+            elif _keep(sentence, exclude, stats, where):
+                pairs.append(Pair(skill, sentence.strip(), "synthetic"))
     return _finish(pairs, stats)
 
 
@@ -178,13 +209,20 @@ def split_sentences(text: str) -> list[str]:
 
 
 def corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """The corpus files named, with folders expanded to the .jsonl/.csv/.txt files inside them."""
+    """The corpus files named, with folders expanded to the job-ad files inside them."""
+    kinds = "/".join(CORPUS_SUFFIXES)
     files: list[Path] = []
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in CORPUS_SUFFIXES))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in CORPUS_SUFFIXES)
+            if not found:
+                raise PairsError(f"no job-ad files ({kinds}) found under {p}")
+            files.extend(found)
         elif p.is_file():
+            # Read as plain text, another format (a JSON array, a spreadsheet) would train on its syntax.
+            if p.suffix.lower() not in CORPUS_SUFFIXES:
+                raise PairsError(f"{p}: unsupported job-ad file type; use {kinds} (JSON Lines: name it .jsonl)")
             files.append(p)
         else:
             raise PairsError(f"job-ad corpus not found: {p}")
@@ -194,37 +232,75 @@ def corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 def corpus_sentences(path: Path, stats: SourceStats) -> Iterator[str]:
     """Sentences of one job-ad file.
 
-    ``.jsonl``: SkillSpan lines (``tokens``: one sentence) or ads (``text``); ``.csv``: the ``description``
-    (or ``text``) column, one ad per row; ``.txt``: plain text.
+    ``.jsonl``: SkillSpan lines (``tokens``: one sentence) or ads (``text``); ``.csv`` and ``.parquet``: the
+    ``description`` (or ``text``) column, one ad per row; ``.txt``: plain text.
     """
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    stats.skip("line is not valid JSON", f"{path}:{line_no}")
-                    continue
-                tokens = rec.get("tokens") if isinstance(rec, dict) else None
-                text = rec.get("text") if isinstance(rec, dict) else None
-                if isinstance(tokens, list):
-                    yield " ".join(str(t) for t in tokens)
-                elif isinstance(text, str):
-                    yield from split_sentences(text)
-                else:
-                    stats.skip("line has neither 'tokens' nor 'text'", f"{path}:{line_no}")
-    elif path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            column = next((c for c in ("description", "text") if c in (reader.fieldnames or [])), None)
-            if column is None:
-                raise PairsError(f"{path}: no 'description' or 'text' column")
-            for row in reader:
-                yield from split_sentences(row[column] or "")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for where, rec, problem in _jsonl(path):
+            if problem:
+                stats.skip(problem, where)
+                continue
+            tokens = rec.get("tokens") if isinstance(rec, dict) else None
+            text = rec.get("text") if isinstance(rec, dict) else None
+            if isinstance(tokens, list):
+                yield " ".join(str(t) for t in tokens)
+            elif isinstance(text, str):
+                yield from split_sentences(text)
+            else:
+                stats.skip("line has neither 'tokens' nor 'text'", where)
+    elif suffix == ".csv":
+        yield from _csv_sentences(path, stats)
+    elif suffix == ".parquet":
+        yield from _parquet_sentences(path, stats)
     else:
-        yield from split_sentences(path.read_text(encoding="utf-8"))
+        for where, line in _lines(path):
+            if line is None:
+                stats.skip("line is not UTF-8", where)
+            else:
+                yield from split_sentences(line)
+
+
+def _text_column(path: Path, names: list[str]) -> str:
+    column = next((c for c in ("description", "text") if c in names), None)
+    if column is None:
+        raise PairsError(f"{path}: no 'description' or 'text' column")
+    return column
+
+
+def _csv_sentences(path: Path, stats: SourceStats) -> Iterator[str]:
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    # A bad byte survives decoding as a lone surrogate, so it costs its row, not the file.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            column = _text_column(path, reader.fieldnames or [])
+            for row in reader:
+                text = row[column] or ""
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    stats.skip("row is not UTF-8", f"{path}:{reader.line_num}")
+                    continue
+                yield from split_sentences(text)
+        except csv.Error as e:
+            raise PairsError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from e
+
+
+def _parquet_sentences(path: Path, stats: SourceStats) -> Iterator[str]:
+    try:
+        pf = pq.ParquetFile(path)
+        column = _text_column(path, pf.schema_arrow.names)
+        row = 0
+        for batch in pf.iter_batches(columns=[column]):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if isinstance(text, str):
+                    yield from split_sentences(text)
+                elif text is not None:
+                    stats.skip(f"'{column}' is not a string", f"{path}: row {row}")
+    except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: invalid UTF-8 in a string column
+        raise PairsError(f"{path}: not a readable Parquet file ({e})") from e
 
 
 @dataclass(frozen=True)
@@ -322,12 +398,12 @@ def dev_sentences(paths: Iterable[str | os.PathLike]) -> frozenset[str]:
         p = Path(path)
         if not p.is_file():
             raise PairsError(f"dev file not found: {p}")
-        with p.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    out.add(normalise(json.loads(line)["sentence"]))
-                except (json.JSONDecodeError, TypeError, KeyError) as e:
-                    raise PairsError(f"{p}:{line_no}: not a benchmark line with a 'sentence' ({e})") from e
+        # A dev file must be exact: a bad line is an error, not a skip.
+        for where, rec, problem in _jsonl(p):
+            if problem:
+                raise PairsError(f"{where}: {problem}")
+            sentence = rec.get("sentence") if isinstance(rec, dict) else None
+            if not isinstance(sentence, str):
+                raise PairsError(f"{where}: not a benchmark line with a 'sentence' string")
+            out.add(normalise(sentence))
     return frozenset(out)

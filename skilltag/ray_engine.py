@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from skilltag.cache import SentenceCache
-from skilltag.corpus import Fields, Shard, find_inputs, plan_shards, read_shard
+from skilltag.corpus import CorpusError, Fields, Shard, find_inputs, plan_shards, read_shard
 from skilltag.encoder import Encoder, EncoderError, model_fingerprint, resolve_model
 from skilltag.index import IndexManifest, SkillIndex, SkillIndexError
 from skilltag.job import (
@@ -51,7 +51,7 @@ from skilltag.job import (
     this_run_summary,
 )
 from skilltag.progress import JobProgress
-from skilltag.rundir import RunDir, ShardStats
+from skilltag.rundir import RunDir, RunMismatchError, ShardStats
 from skilltag.tagger import StageTimes, TagConfig, Tagger, split_ads
 
 PAYLOAD = "payload"
@@ -142,6 +142,9 @@ def _dataset(ray, items: list):
     rows = [{PAYLOAD: pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)} for item in items]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds.context.enable_progress_bars = False  # JobProgress shows the job; this dataset's context only
+    # Our errors (a broken input file) reach the driver as themselves, not as Ray's UserCodeException,
+    # whose pickled form drops the original.
+    ds.context.raise_original_map_exception = True
     return ds
 
 
@@ -279,10 +282,25 @@ def _run_pending(
             shard_done: _ShardDone = pickle.loads(row[PAYLOAD])
             done.append(shard_done)
             progress.advance(shard_done.stats.records)
+    except ray.exceptions.RayError as e:
+        raise _input_error(e) or e
     finally:
         if started_ray:
             ray.shutdown()
     return done, time.perf_counter() - started, info
+
+
+def _input_error(error: BaseException) -> Exception | None:
+    """The CorpusError or RunMismatchError a worker raised, unwrapped from Ray's exceptions, so the CLI
+    reports it in one line as the local engine does."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (CorpusError, RunMismatchError)) and not type(e).__module__.startswith("ray"):
+            return e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
 
 
 def _model_and_index(model, index_dir, taxonomy_sha256: str | None) -> tuple[Path, str, str, IndexManifest]:

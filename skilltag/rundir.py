@@ -26,6 +26,7 @@ from skilltag.fsutil import atomic_write_bytes, fsync_dir
 
 RUN_FILE = "_run.json"
 SUMMARY_FILE = "_summary.json"
+RUN_KEYS = ("inputs", "model_sha256", "tag_config")  # in every _run.json skilltag writes
 OWN_DIRS = ("_markers", "rejects", "_cache")
 # Part files, the run files, and the dot-named temporaries they are written under.
 OWN_FILE = re.compile(r"\.?(part-\d+-\d+\.(parquet|jsonl)|_run\.json|_summary\.json)(\.tmp)?")
@@ -58,15 +59,31 @@ class RunDir:
         self.cache = self.root / "_cache"
 
     def _own(self, entry: Path) -> bool:
+        if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+            return False
         return entry.name in OWN_DIRS if entry.is_dir() else bool(OWN_FILE.fullmatch(entry.name))
 
     def _clear(self) -> None:
-        """Remove a previous job's output: only the entries a tag job writes, nothing else there."""
-        for entry in self.root.iterdir():
-            if entry.name in OWN_DIRS and entry.is_dir():
-                shutil.rmtree(entry)
-            elif OWN_FILE.fullmatch(entry.name) and entry.is_file():
-                entry.unlink()
+        """Remove a previous job's output: only the entries a tag job writes, ``_run.json`` last, so a
+        kill part-way leaves a directory that ``--overwrite`` still recognises."""
+        run_file = self.root / RUN_FILE
+        for entry in sorted(self.root.iterdir(), key=lambda e: e == run_file):
+            if self._own(entry):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def _previous_fingerprint(self) -> dict | None:
+        """The fingerprint in ``_run.json``, None without one; a file of that name skilltag did not write
+        makes the directory foreign."""
+        run_file = self.root / RUN_FILE
+        if not run_file.is_file():
+            return None
+        try:
+            previous = json.loads(run_file.read_text())
+        except (ValueError, OSError):
+            previous = None
+        if not isinstance(previous, dict) or not all(k in previous for k in RUN_KEYS):
+            raise RunMismatchError(f"{run_file} was not written by skilltag tag; choose a new or empty directory")
+        return previous
 
     def open(self, fingerprint: dict, overwrite: bool = False) -> None:
         """Start a new job here, or resume the same one; refuse to mix two different jobs.
@@ -74,30 +91,28 @@ class RunDir:
         ``overwrite`` replaces an earlier tag job's output instead; files of any other kind stay.
         """
         fingerprint = json.loads(json.dumps(fingerprint))  # compare as stored: tuples become lists
-        if self.root.exists() and not self.root.is_dir():
-            raise RunMismatchError(f"output {self.root} exists and is not a directory")
-        run_file = self.root / RUN_FILE
-        if run_file.is_file() and overwrite:
-            self._clear()
-        elif run_file.is_file():
-            try:
-                previous = json.loads(run_file.read_text())
-            except (ValueError, OSError) as e:
-                raise RunMismatchError(f"{run_file} is unreadable ({e}); use --overwrite or a new directory") from e
-            diff = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
-            if diff:
-                raise RunMismatchError(
-                    f"{self.root} holds a job with different {', '.join(diff)}. Rerun with the same inputs, "
-                    f"options, model and index to resume, or choose a new output directory (or --overwrite)."
-                )
-        elif self.root.exists() and any(self.root.iterdir()):
-            # Not ours, or a job killed before it wrote _run.json: either way not safe to write into.
-            raise RunMismatchError(
-                f"output {self.root} is not empty and holds no skilltag tag job ({RUN_FILE}); "
-                f"choose a new or empty directory"
-            )
+        if self.root.exists() and (self.root.is_symlink() or not self.root.is_dir()):
+            raise RunMismatchError(f"output {self.root} exists and is not a directory (or is a link)")
         try:
+            previous = self._previous_fingerprint()
+            entries = list(self.root.iterdir()) if self.root.exists() else []
+            if previous is None and entries and not (overwrite and all(self._own(e) for e in entries)):
+                # Someone else's files, or a tag job killed before it wrote _run.json (--overwrite takes that).
+                raise RunMismatchError(
+                    f"output {self.root} is not empty and holds no skilltag tag job ({RUN_FILE}); "
+                    f"choose a new or empty directory"
+                )
+            if overwrite:
+                self._clear()
+            elif previous is not None:
+                diff = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+                if diff:
+                    raise RunMismatchError(
+                        f"{self.root} holds a job with different {', '.join(diff)}. Rerun with the same inputs, "
+                        f"options, model and index to resume, or choose a new output directory (or --overwrite)."
+                    )
             self.root.mkdir(parents=True, exist_ok=True)
+            run_file = self.root / RUN_FILE
             if not run_file.is_file():  # first, so a kill right after leaves a directory this job can resume
                 atomic_write_bytes(run_file, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
             for d in (self.markers, self.rejects, self.cache):

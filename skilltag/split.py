@@ -103,8 +103,13 @@ def _is_header(sentence: str) -> bool:
 def split_sentences(
     text: str, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS, max_sentences: int = DEFAULT_MAX_SENTENCES
 ) -> tuple[list[Sentence], bool]:
-    """Sentences of one ad (offsets into ``clean_text(text)``) and whether ``max_sentences`` cut it short."""
-    cleaned = clean_text(text)
+    """Sentences of one ad (offsets into ``clean_text(text)``) and whether the ad was cut short.
+
+    Only the first ``2 * max_sentences * max_chars`` characters are read (room for the most sentences
+    kept, twice over for markup and blank space), so a runaway 50 MB record costs no more than that.
+    """
+    limit = 2 * max_sentences * max_chars
+    cleaned = clean_text(text[:limit])
     out: list[Sentence] = []
     for piece_start, piece in _pieces(cleaned):
         marker = _LEADING_MARKER.match(piece)
@@ -125,4 +130,4 @@ def split_sentences(
                 if len(out) == max_sentences:  # only cut short when there is a sentence left to drop
                     return out, True
                 out.append(Sentence(_SPACES.sub(" ", chunk), a, b))
-    return out, False
+    return out, len(text) > limit

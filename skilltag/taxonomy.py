@@ -17,6 +17,7 @@ from pathlib import Path
 ENV_VAR = "SKILLTAG_ESCO"
 DOWNLOAD_URL = "https://esco.ec.europa.eu/en/use-esco/download"
 REQUIRED_COLUMNS = ("conceptUri", "preferredLabel", "altLabels", "description")
+MAX_FIELD_CHARS = 64 * 1024 * 1024
 
 
 class TaxonomyError(Exception):
@@ -97,14 +98,23 @@ def load_taxonomy(path: str | os.PathLike | None = None) -> Taxonomy:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise TaxonomyError(f"{p}: not UTF-8 text (byte {e.start}); is this the ESCO CSV export?") from e
+    # Descriptions run long in some exports; the csv module's default 128 KiB field cap is not ESCO's.
+    csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as e:
+        raise TaxonomyError(f"{p}: malformed CSV header: {e}") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
+        found = ", ".join(ascii(h) for h in header)[:300] or "no header"  # ascii(): binary junk stays printable
         raise TaxonomyError(
             f"{p}: missing column(s) {', '.join(missing)}; expected the ESCO skills_en.csv layout "
-            f"({', '.join(REQUIRED_COLUMNS)}, ...). Found: {', '.join(header) or 'no header'}"
+            f"({', '.join(REQUIRED_COLUMNS)}, ...). Found: {found}"
         )
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise TaxonomyError(f"{p}: column(s) {', '.join(repeated)} appear more than once in the header")
     skills: list[Skill] = []
     seen_uris: dict[str, int] = {}
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from skilltag import __version__
 from skilltag.encoder import Encoder, EncoderError, model_fingerprint, pick_device, resolve_model, stock_model_path
-from skilltag.fsutil import check_replaceable, replace_dir
+from skilltag.fsutil import atomic_write_bytes, check_replaceable, replace_dir
 from skilltag.evaluate import BenchmarkResult, evaluate, load_benchmark
 from skilltag.index import SkillIndex
 from skilltag.pairs import (
@@ -42,6 +42,7 @@ from skilltag.pairs import (
 from skilltag.taxonomy import Taxonomy
 
 MANIFEST = "training.json"
+MANIFEST_KEYS = ("recipe", "base_model", "params")  # what marks a directory as a model skilltag trained
 
 
 class TrainError(Exception):
@@ -231,10 +232,12 @@ def train(
     base = resolve_model(base_model) if base_model else stock_model_path()
     if not (base / "modules.json").is_file():
         raise TrainError(f"no sentence-transformers model at {base} (modules.json missing)")
-    check_replaceable(Path(output), MANIFEST, "skilltag model")  # before the hours of training, not after
+    check_replaceable(Path(output), MANIFEST, "skilltag model", MANIFEST_KEYS)  # before training, not after
     device = pick_device(params.device)
 
     exclude = dev_sentences(dev)
+    for path in dev:  # a bad label fails now, not after training
+        load_benchmark(path, taxonomy.by_label(), taxonomy.by_uri())
     sets = collect_pairs(sources, taxonomy, exclude, params.seed)
     for s in sets:
         skipped = sum(s.stats.skipped.values())
@@ -288,18 +291,20 @@ def train(
         "steps_per_second": round(steps / train_seconds, 3) if train_seconds else None,
         "hardware": hardware(device),
         "versions": _versions(),
+        "dev": [],
     }
-    results: list[BenchmarkResult] = []
 
     def write(tmp: Path) -> None:
-        # Scored from the saved files, so the figures are those of the model as it will be loaded.
         model.save_pretrained(str(tmp))
-        log("model saved; scoring dev sets")
-        results.extend(evaluate_dev(tmp, taxonomy, dev, device))
-        manifest["dev"] = [{"benchmark": r.name, "search": r.search, **asdict(r.scores)} for r in results]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
-    out = replace_dir(output, write, owned_by=MANIFEST, kind="skilltag model")
+    out = replace_dir(output, write, owned_by=MANIFEST, kind="skilltag model", keys=MANIFEST_KEYS)
+    log(f"model saved to {out}; scoring dev sets")
+    # Scored from the saved files, so the figures are those of the model as it loads; after the swap,
+    # so a failure here never costs the trained model.
+    results = evaluate_dev(out, taxonomy, dev, device)
+    manifest["dev"] = [{"benchmark": r.name, "search": r.search, **asdict(r.scores)} for r in results]
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return TrainResult(output=out, manifest=manifest, dev=results)
 
 
@@ -326,4 +331,4 @@ def compact_copy(model_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
         # The generated model card names local paths and changes each run; training.json is the record.
         (out / "README.md").unlink(missing_ok=True)
 
-    return replace_dir(dest, write, owned_by="modules.json", kind="sentence-transformers model")
+    return replace_dir(dest, write, owned_by=MANIFEST, kind="skilltag model", keys=MANIFEST_KEYS)

@@ -131,6 +131,7 @@ def test_out_of_range_options_are_usage_errors(tmp_path, option, value):
 
 @pytest.mark.parametrize("extra, message", [
     (["--keep", "skills"], "--keep skills: the output already has such a column"),
+    (["--id-field", "text"], "--id-field and --text-field are both 'text'"),
     (["--text-field", "body"], "no column 'body' (--text-field)"),
 ])
 def test_input_problems_fail_before_the_model_loads(tmp_path, extra, message):
@@ -146,11 +147,12 @@ def test_keep_names_are_deduplicated():
     assert job_fields("id", "text", ["source", "", "source", "country"]).keep == ("source", "country")
 
 
-@pytest.mark.parametrize("command", [["index"], ["train", "--descriptions"]])
-def test_index_and_train_refuse_to_replace_a_directory_they_did_not_write(tmp_path, taxonomy_slice, command):
+@pytest.mark.parametrize("command, marker", [(["index"], "manifest.json"), (["train", "--descriptions"], "training.json")])
+def test_index_and_train_refuse_to_replace_a_directory_they_did_not_write(tmp_path, taxonomy_slice, command, marker):
     home = tmp_path / "home"
     home.mkdir()
     (home / "thesis.tex").write_text("months of work")
+    (home / marker).write_text("{}")  # a file of the same name, not written by skilltag
     r = CliRunner().invoke(main, [*command, "-o", str(home), "--taxonomy", str(taxonomy_slice)])
     assert r.exit_code == 2 and "refusing to replace" in r.output, r.output
-    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in home.iterdir()) == sorted([marker, "thesis.tex"])

@@ -87,6 +87,11 @@ def test_bad_input_specs_are_clear_errors(tmp_path, spec, message):
         discover_inputs(str(tmp_path / spec) if "://" not in spec else spec)
 
 
+def test_a_device_or_pipe_is_not_taken_for_a_missing_input():
+    with pytest.raises(CorpusError, match="/dev/null is not a regular file or a directory"):
+        discover_inputs("/dev/null")
+
+
 def test_unknown_format_is_named(tmp_path):
     (tmp_path / "ads.csv").write_text("id,text\n1,x\n")
     with pytest.raises(CorpusError, match="ads.csv: unknown input format.*write_parquet"):
@@ -126,6 +131,16 @@ def test_hostile_jsonl_lines_are_rejects_not_crashes(tmp_path):
                        (5, "invalid_unicode")]
 
 
+def test_a_kept_field_nested_near_the_recursion_limit_is_an_ad_or_a_reject(tmp_path):
+    # Somewhere in this range json.loads still copes and writing the field back as JSON does not.
+    depths = range(900, 1001, 4)
+    lines = [b'{"id": "d%d", "text": "Nested.", "country": %s}' % (d, b"[" * d + b"]" * d) for d in depths]
+    (tmp_path / "deep.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    ads, rejects, _, _ = read_all(discover_inputs(str(tmp_path / "deep.jsonl")), 100)
+    assert len(ads) + len(rejects) == len(depths)
+    assert {reason for _, reason in rejects} <= {"invalid_json"}
+
+
 def test_parquet_values_python_cannot_hold_reject_only_their_row(tmp_path):
     too_late = 253402300800 * 2 * 10**6  # microseconds: year ~10,000+, past datetime's range
     text = pa.Array.from_buffers(  # invalid UTF-8 in a string column, as a broken writer leaves it
@@ -163,5 +178,12 @@ def test_the_output_directory_is_not_read_as_input(tmp_path):
     pl.DataFrame({"id": ["x"], "skills": [[]]}).write_parquet(root / "tagged" / "part-00000-00000.parquet")
     files = find_inputs(str(root), FIELDS, output=root / "tagged")
     assert [f.path.rsplit("/", 1)[1] for f in files] == ["a.jsonl", "b.parquet"]
-    with pytest.raises(CorpusError, match="outside the output directory"):
+    with pytest.raises(CorpusError, match="no input found"):
         find_inputs(str(root / "tagged"), FIELDS, output=root / "tagged")
+    # An earlier job's output (it has _run.json) is not input either, found by directory or by glob.
+    (root / "sub" / "old-run").mkdir()
+    (root / "sub" / "old-run" / "_run.json").write_text("{}")
+    (root / "sub" / "old-run" / "part-00000-00000.jsonl").write_text('{"id": "x", "skills": []}\n')
+    for spec in (str(root), str(root / "**")):
+        names = [f.path.rsplit("/", 1)[1] for f in find_inputs(spec, FIELDS, output=root / "tagged")]
+        assert names == ["a.jsonl", "b.parquet"], spec

@@ -15,12 +15,25 @@ def test_benchmark_errors(tmp_path, full_index):
         ('{"labels": ["SQL"]}\n', "missing or empty 'sentence'"),
         ("{oops\n", ":1: not valid JSON"),
         ("", "no benchmark sentences"),
+        ('["x", ["SQL"]]\n', "a JSON list, not an object"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", ":1: not valid JSON"),
+        ('{"sentence": "x", "labels": [["SQL"]]}\n', "every label must be a string"),
+        ('{"sentence": "x", "uris": [{"u": 1}]}\n', "every URI must be a string"),
+        ('{"sentence": "lone \\ud800", "labels": ["SQL"]}\n', "lone UTF-16 surrogate"),
+        (f'{{"sentence": "x", "labels": ["{full_index.uris[0]}"]}}\n', "is an ESCO URI; list URIs under 'uris'"),
     ]:
         bad.write_text(body)
         with pytest.raises(BenchmarkError, match=message):
             load_benchmark(bad, labels, uris)
+    bad.write_bytes(b'{"sentence": "x", "labels": ["SQL"]}\n{"sentence": "caf\xe9", "labels": ["SQL"]}\n')
+    with pytest.raises(BenchmarkError, match=":2: not UTF-8"):
+        load_benchmark(bad, labels, uris)
+    bad.write_bytes(b'\xef\xbb\xbf{"sentence": "x", "labels": ["SQL"]}\n')
+    assert load_benchmark(bad, labels, uris).sentences == ["x"], "a byte order mark is not part of the JSON"
     with pytest.raises(BenchmarkError, match="not found"):
         load_benchmark(tmp_path / "missing.jsonl", labels, uris)
+    with pytest.raises(BenchmarkError, match="not a regular file"):
+        load_benchmark(tmp_path, labels, uris)
 
 
 @pytest.mark.slow

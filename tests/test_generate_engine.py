@@ -171,3 +171,25 @@ def test_limits_too_small_for_one_request_are_refused_before_any_request(skills,
         with pytest.raises(GenerateError, match="--tpm is too small"):
             run(server.url, skills[:2], tmp_path, tpm=500)
         assert not server.arrivals()
+
+
+def test_an_endpoint_never_reached_stops_the_run_at_once(skills, tmp_path):
+    with pytest.raises(GenerateError, match="cannot connect .*is the server running and --base-url right"):
+        run("http://127.0.0.1:9/v1", skills[:40], tmp_path, concurrency=4, max_attempts=3)
+
+
+def test_a_server_that_goes_away_stops_the_run_and_keeps_what_is_done(skills, tmp_path):
+    server = OpenAIServer().__enter__()
+    stopped: list[bool] = []
+
+    def stop_after_first(_record) -> None:
+        if not stopped:
+            stopped.append(True)
+            server.__exit__(None, None, None)
+
+    config = EngineConfig(base_url=server.url, model="test-model",
+                          **{**FAST, "concurrency": 1, "max_attempts": 1000, "unreachable_after": 0.5})
+    store = OutputStore(tmp_path)
+    with pytest.raises(GenerateError, match=r"no connection for 0.5s"):
+        asyncio.run(Engine(config, on_result=stop_after_first).run(skills[:5], store))
+    assert len(store.done) == 1 and len(read_jsonl(store.sentences_path)) == 1

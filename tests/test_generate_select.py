@@ -36,3 +36,10 @@ def test_read_wanted_skips_blanks_and_comments(tmp_path):
 def test_unreadable_file_is_a_clear_error(tmp_path):
     with pytest.raises(GenerateError, match="cannot read --skills file"):
         read_wanted(tmp_path / "missing.txt")
+
+
+def test_a_file_that_names_no_skill_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_text("# only a comment\n\n")
+    with pytest.raises(GenerateError, match="names no skill"):
+        read_wanted(path)

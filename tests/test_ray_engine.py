@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import polars as pl
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from skilltag.corpus import Fields
+from skilltag.corpus import CorpusError, Fields
 from skilltag.encoder import Encoder, default_model_path
 from skilltag.index import SkillIndex, SkillIndexError
 from skilltag.job import TagJob, run_tag_job
@@ -174,6 +177,8 @@ def _bad_corpus(root: Path) -> Path:
         b'{"id": 7, "text": "Teach children to read and write."}',
         b"   ",
         b'{"id": "a4", "text": "Drive a forklift; operate warehouse machinery.", "source": {"k": [1, 2]}}',
+        b'{"id": "s1", "text": "A lone \\ud800 surrogate."}',
+        b'{"id": "n1", "text": "A huge number.", "source": ' + b"9" * 5000 + b"}",
     ]
     (root / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     pl.DataFrame(
@@ -193,8 +198,8 @@ def test_rejects_duplicates_and_reruns_match_local(tmp_path, ray_cluster, encode
     local = run_tag_job(_job(corpus, local_out, 3), Tagger(encoder, SkillIndex.load(index_dir), CFG))
     remote = run_tag_job_ray(_job(corpus, ray_out, 3), None, index_dir, CFG)
     assert local["reject_reasons"] == {
-        "duplicate_id": 6, "empty_text": 1, "invalid_id": 1, "invalid_json": 1, "missing_id": 1,
-        "missing_text": 1, "non_string_text": 1, "not_an_object": 1, "undecodable_bytes": 1,
+        "duplicate_id": 6, "empty_text": 1, "invalid_id": 1, "invalid_json": 2, "invalid_unicode": 1,
+        "missing_id": 1, "missing_text": 1, "non_string_text": 1, "not_an_object": 1, "undecodable_bytes": 1,
     }
     assert _totals(remote) == _totals(local)
     assert_same_output(local_out, ray_out)
@@ -220,6 +225,27 @@ def test_rejects_duplicates_and_reruns_match_local(tmp_path, ray_cluster, encode
 
     with pytest.raises(RunMismatchError, match="tag_config"):
         run_tag_job_ray(_job(corpus, ray_out, 3), None, index_dir, TagConfig(threshold=0.6))
+
+
+@pytest.mark.slow
+def test_an_unreadable_row_group_is_the_same_one_line_error_on_both_engines(tmp_path, ray_cluster, encoder,
+                                                                             index_dir):
+    src = tmp_path / "in" / "ads.parquet"
+    src.parent.mkdir()
+    rows = [{"id": f"p{i}", "text": f"Ad {i}: maintain hospital equipment and train staff."} for i in range(8)]
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=4)
+    text = pq.ParquetFile(src).metadata.row_group(1).column(1)
+    data = bytearray(src.read_bytes())
+    start = text.dictionary_page_offset or text.data_page_offset
+    data[start : start + text.total_compressed_size] = b"\xab" * text.total_compressed_size  # footer intact
+    src.write_bytes(bytes(data))
+    tagger = Tagger(encoder, SkillIndex.load(index_dir), CFG)
+    for run in (lambda out: run_tag_job(_job(src.parent, out, 4), tagger),
+                lambda out: run_tag_job_ray(_job(src.parent, out, 4), None, index_dir, CFG)):
+        with pytest.raises(CorpusError, match="ads.parquet: not a readable Parquet file") as caught:
+            run(tmp_path / "out")
+        assert type(caught.value) is CorpusError, "Ray's wrapper is taken off, so the CLI prints one line"
+        shutil.rmtree(tmp_path / "out")
 
 
 def _encoder_actor_pid() -> int | None:

@@ -52,3 +52,10 @@ def test_absurd_lengths_are_capped_not_lost():
 def test_an_ad_with_exactly_max_sentences_is_not_truncated():
     exact, truncated = split_sentences("\n".join(f"skill {i}" for i in range(10)), max_sentences=10)
     assert len(exact) == 10 and not truncated
+
+
+def test_a_runaway_record_is_read_only_up_to_its_bound():
+    sentences, truncated = split_sentences("Manage a team. " * 100, max_chars=50, max_sentences=5)
+    assert len(sentences) == 5 and truncated
+    short, cut = split_sentences("Manage a team. " + " " * 600, max_chars=50, max_sentences=5)
+    assert [s.text for s in short] == ["Manage a team."] and cut, "the text ran past 2 * 5 * 50 characters"

@@ -155,6 +155,19 @@ def test_overwrite_deletes_only_what_a_tag_job_wrote(tmp_path, tagger, ads):
     assert len(list(out.glob("part-*.parquet"))) == again["shards"], "no part file of the old job is left"
 
 
+def test_overwrite_recognises_a_job_killed_before_its_run_file(tmp_path, tagger, ads):
+    src = write_jsonl(tmp_path / "a.jsonl", ads)
+    out = tmp_path / "out"
+    run_tag_job(TagJob(str(src), str(out), shard_size=5), tagger)
+    (out / "_run.json").unlink()  # as a kill between --overwrite's deletions leaves it
+    with pytest.raises(RunMismatchError, match="holds no skilltag tag job"):
+        run_tag_job(TagJob(str(src), str(out), shard_size=5), tagger)
+    assert run_tag_job(TagJob(str(src), str(out), shard_size=5, overwrite=True), tagger)["ads"] == len(ads)
+    (out / "_run.json").write_text('{"name": "another tool"}')
+    with pytest.raises(RunMismatchError, match="was not written by skilltag"):
+        run_tag_job(TagJob(str(src), str(out), shard_size=5, overwrite=True), tagger)
+
+
 def test_top_k_beyond_the_index_size_is_capped(tmp_path, tagger, ads):
     wide = Tagger(tagger.encoder, tagger.index, TagConfig(top_k=len(tagger.index) + 50, threshold=0.4))
     src = write_jsonl(tmp_path / "a.jsonl", ads)

@@ -65,6 +65,8 @@ def test_env_var_is_used(monkeypatch):
             "line 3 repeats conceptUri",
         ),
         (HEADER, "no skills"),
+        ("conceptUri,preferredLabel,altLabels,description,preferredLabel\nhttp://x/1,SQL,,,zzz\n",
+         "preferredLabel appear more than once"),
     ],
 )
 def test_malformed_file_names_the_row(tmp_path, body, message):
@@ -79,3 +81,9 @@ def test_not_utf8(tmp_path):
     p.write_bytes(HEADER.encode() + b"K,http://x/1,k,,caf\xe9,,,r,,,,,\n")
     with pytest.raises(TaxonomyError, match="not UTF-8"):
         load_taxonomy(p)
+
+
+def test_a_description_longer_than_the_csv_modules_default_field_cap(tmp_path):
+    p = tmp_path / "skills_en.csv"
+    p.write_text(HEADER + "K,http://x/1,k,,SQL,,,r,,,,," + "d" * 200_000 + "\n")
+    assert len(load_taxonomy(p).skills[0].description) == 200_000

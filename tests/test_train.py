@@ -140,6 +140,15 @@ def test_cli_reports_a_bad_taxonomy_without_a_traceback(tmp_path):
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
 
+def test_a_dev_label_outside_the_taxonomy_fails_before_training(slice_csv, tmp_path):
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text('{"sentence": "Fluent English is a must.", "labels": ["no such skill"]}\n')
+    res = CliRunner().invoke(main, ["train", "-o", str(tmp_path / "m"), "--taxonomy", str(slice_csv),
+                                    "--descriptions", "--dev", str(dev)])
+    assert res.exit_code == 2 and "no such skill" in res.output, res.output
+    assert not (tmp_path / "m").exists()
+
+
 def test_packaged_model_is_the_default_and_runs_in_float32(monkeypatch, tax):
     import torch
 

@@ -7,6 +7,8 @@ import json
 import random
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from skilltag.pairs import (
@@ -83,6 +85,61 @@ def test_synthetic_missing_file_is_an_error(tax, tmp_path):
         synthetic_pairs(tmp_path / "absent.jsonl", tax)
 
 
+def test_synthetic_skips_a_line_whose_uri_or_label_is_not_a_string(tax, tmp_path):
+    sql = tax.skills[tax.by_label()["SQL"]]
+    f = write_jsonl(tmp_path / "gen.jsonl", [
+        {"uri": [sql.uri], "sentences": ["Query databases."]},
+        {"uri": None, "label": {"a": 1}, "sentences": ["Query databases."]},
+        {"uri": sql.uri, "sentences": ["Write SQL joins."]},
+    ])
+    ps = synthetic_pairs(f, tax)
+    assert labels_of(tax, ps.pairs) == [("SQL", "Write SQL joins.")]
+    assert dict(ps.stats.skipped) == {"'uri' or 'label' is not a string": 2}
+    assert ps.stats.problems[0] == f"{f}:1: 'uri' or 'label' is not a string"
+
+
+def test_synthetic_skips_a_line_that_is_not_utf8(tax, tmp_path):
+    f = tmp_path / "gen.jsonl"
+    f.write_bytes(b'{"label": "SQL", "sentences": ["Bad \xff byte."]}\n{"label": "SQL", "sentences": ["Fine."]}\n')
+    ps = synthetic_pairs(f, tax)
+    assert [p.sentence for p in ps.pairs] == ["Fine."]
+    assert dict(ps.stats.skipped) == {"line is not UTF-8": 1}
+    assert ps.stats.problems == [f"{f}:1: line is not UTF-8"]
+
+
+def test_synthetic_skips_json_the_parser_refuses_as_invalid(tax, tmp_path):
+    f = write_jsonl(tmp_path / "gen.jsonl", [
+        "[" * 100_000 + "]" * 100_000,  # RecursionError in json
+        '{"label": "SQL", "sentences": ["Big."], "n": ' + "1" * 5000 + "}",  # over Python's 4300-digit limit
+        {"label": "SQL", "sentences": ["Fine."]},
+    ])
+    ps = synthetic_pairs(f, tax)
+    assert [p.sentence for p in ps.pairs] == ["Fine."]
+    assert dict(ps.stats.skipped) == {"line is not valid JSON": 2}
+
+
+def test_synthetic_ignores_a_byte_order_mark(tax, tmp_path):
+    f = tmp_path / "gen.jsonl"
+    f.write_text('{"label": "SQL", "sentences": ["First."]}\n', encoding="utf-8-sig")
+    ps = synthetic_pairs(f, tax)
+    assert [p.sentence for p in ps.pairs] == ["First."] and not ps.stats.skipped
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"sentence": 42, "labels": ["SQL"]}', "not a benchmark line with a 'sentence' string"),
+    (b'{"sentence": null, "labels": ["SQL"]}', "not a benchmark line with a 'sentence' string"),
+    (b'{"sentence": "\xff", "labels": ["SQL"]}', "line is not UTF-8"),
+])
+def test_dev_sentences_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
+    dev = tmp_path / "dev.jsonl"
+    dev.write_bytes(b'\xef\xbb\xbf{"sentence": "We need SQL.", "labels": ["SQL"]}\n' + line + b"\n")  # BOM is fine
+    with pytest.raises(PairsError) as e:
+        dev_sentences([dev])
+    assert str(e.value) == f"{dev}:2: {message}"
+    dev.write_bytes(b'\xef\xbb\xbf{"sentence": "We need SQL.", "labels": ["SQL"]}\n')
+    assert dev_sentences([dev]) == {normalise("We need SQL.")}
+
+
 def test_descriptions_and_alt_labels_pair_with_the_preferred_label(tax):
     d = description_pairs(tax)
     assert labels_of(tax, d.pairs) == [(s.label, s.description) for s in tax.skills]
@@ -151,6 +208,46 @@ def test_distant_caps_sentences_per_skill(tax, tmp_path):
 def test_distant_missing_corpus_is_an_error(tax, tmp_path):
     with pytest.raises(PairsError, match="not found"):
         distant_pairs([tmp_path / "nope"], tax)
+
+
+def test_distant_reads_parquet_and_a_broken_parquet_is_an_error(tax, tmp_path):
+    pq.write_table(pa.table({"id": [1, 2], "description": ["We need SQL skills.", None]}), tmp_path / "ads.parquet")
+    dp = distant_pairs([tmp_path], tax)
+    assert labels_of(tax, dp.pairs) == [("SQL", "We need SQL skills.")]
+    assert set(dp.stats.files) == {str(tmp_path / "ads.parquet")}
+    pq.write_table(pa.table({"body": ["We need SQL skills."]}), tmp_path / "nocol.parquet")
+    with pytest.raises(PairsError, match="nocol.parquet: no 'description' or 'text' column"):
+        distant_pairs([tmp_path / "nocol.parquet"], tax)
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1" + bytes(range(256)) + b"PAR1")
+    with pytest.raises(PairsError, match="broken.parquet: not a readable Parquet file"):
+        distant_pairs([tmp_path / "broken.parquet"], tax)
+
+
+def test_distant_skips_lines_that_are_not_utf8_and_reads_long_csv_fields(tax, tmp_path):
+    txt = tmp_path / "ads.txt"
+    txt.write_bytes(b"Bad \xff byte and SQL.\nWe need SQL skills.\n")
+    dp = distant_pairs([txt], tax)
+    assert labels_of(tax, dp.pairs) == [("SQL", "We need SQL skills.")]
+    assert dp.stats.skipped["line is not UTF-8"] == 1 and dp.stats.problems == [f"{txt}:1: line is not UTF-8"]
+    long_ad = "Fluent English required.\n" + "filler " * 40_000  # one 280 KB field, over csv's 128 KiB default
+    ads = tmp_path / "ads.csv"
+    ads.write_bytes(b"id,description\n1,Bad \xff byte and SQL.\n2,\"" + long_ad.encode() + b"\"\n")
+    dp = distant_pairs([ads], tax)
+    assert labels_of(tax, dp.pairs) == [("English", "Fluent English required.")]
+    assert dp.stats.skipped["row is not UTF-8"] == 1 and dp.stats.problems == [f"{ads}:2: row is not UTF-8"]
+
+
+def test_distant_folder_without_job_ad_files_is_an_error(tax, tmp_path):
+    (tmp_path / "README.md").write_text("We need SQL skills.")
+    with pytest.raises(PairsError, match=f"no job-ad files .* found under {tmp_path}$"):
+        distant_pairs([tmp_path], tax)
+
+
+def test_distant_unsupported_file_type_is_an_error(tax, tmp_path):
+    ads = tmp_path / "ads.json"
+    ads.write_text('[{"text": "We need SQL skills."}]')
+    with pytest.raises(PairsError, match=r"ads.json: unsupported job-ad file type; use \.jsonl/\.csv/\.txt/\.parquet"):
+        distant_pairs([ads], tax)
 
 
 def test_augment_glues_another_sentence_before_or_after_at_rate_p():

@@ -70,6 +70,8 @@ class EngineConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     max_pause: float = 300.0
+    # A server that answered earlier and now refuses every connection this long is down: stop, keep what is done.
+    unreachable_after: float = 120.0
     batch_size: int = 32
     flush_interval: float = 2.0
 
@@ -183,6 +185,9 @@ class Engine:
         self.rng = rng or random.Random()
         self.stats = RunStats()
         self._resume_at = 0.0
+        self._answered = False  # any HTTP answer this run, even an error: the endpoint exists
+        self._refused = 0  # connection failures since the last answer
+        self._refused_since = 0.0
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
 
@@ -302,7 +307,10 @@ class Engine:
                 cause, detail = "timeout", f"no answer within {cfg.timeout:g}s"
             except aiohttp.ClientError as e:
                 cause, detail = "connection", f"{type(e).__name__}: {e}"
+                if isinstance(e, aiohttp.ClientConnectorError):
+                    self._check_reachable(detail)
             else:
+                self._answered, self._refused = True, 0
                 message, code = _error_fields(body) if status != 200 else ("", None)
                 if status == 200:
                     try:
@@ -344,6 +352,23 @@ class Engine:
             log.debug("try %d failed (%s: %s); retrying", tries, cause, detail)
             if cause != "rate_limit":
                 await asyncio.sleep(backoff(failures, cfg.backoff_base, cfg.backoff_cap, self.rng))
+
+    def _check_reachable(self, detail: str) -> None:
+        """Stop on an endpoint that cannot be reached rather than fail skill after skill for hours.
+
+        Never answered: a wrong --base-url or a server not started, known after one skill's worth of tries.
+        Answered before: down only once every connection has failed for ``unreachable_after`` seconds.
+        """
+        cfg = self.config
+        now = time.monotonic()
+        if not self._refused:
+            self._refused_since = now
+        self._refused += 1
+        never = not self._answered and self._refused >= cfg.max_attempts
+        down = self._answered and now - self._refused_since >= cfg.unreachable_after
+        if never or down:
+            how = "cannot connect" if never else f"no connection for {cfg.unreachable_after:g}s"
+            raise GenerateError(f"{cfg.chat_url}: {how} ({detail}); is the server running and --base-url right?")
 
     def _account(
         self, text: str, usage: dict | None, estimated_prompt: int, estimate: int, attempts: int

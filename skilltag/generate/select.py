@@ -16,7 +16,10 @@ def read_wanted(path: str | os.PathLike) -> list[str]:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise GenerateError(f"cannot read --skills file {path}: {e}") from e
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    wanted = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not wanted:
+        raise GenerateError(f"--skills file {path} names no skill (one URI or preferred label a line)")
+    return wanted
 
 
 def select_skills(skills: Sequence[Skill], wanted: Sequence[str] | None = None, limit: int | None = None) -> list[Skill]:
