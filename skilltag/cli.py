@@ -31,7 +31,9 @@ from skilltag.train import TrainError
 from skilltag.train_command import train
 
 USER_ERRORS = (TaxonomyError, EncoderError, SkillIndexError, BenchmarkError, CorpusError, RunMismatchError,
-               OutputDirError, PairsError, TrainError, GenerateError, StoreError)
+               OutputDirError, PairsError, TrainError, GenerateError, StoreError,
+               # A file that cannot be read or written (permissions, a full disk) names itself in the message.
+               OSError)
 
 POSITIVE = click.IntRange(min=1)
 

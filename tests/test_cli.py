@@ -156,3 +156,14 @@ def test_index_and_train_refuse_to_replace_a_directory_they_did_not_write(tmp_pa
     r = CliRunner().invoke(main, [*command, "-o", str(home), "--taxonomy", str(taxonomy_slice)])
     assert r.exit_code == 2 and "refusing to replace" in r.output, r.output
     assert sorted(p.name for p in home.iterdir()) == sorted([marker, "thesis.tex"])
+
+
+def test_an_unreadable_file_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    # Root (CI) reads any file, so the refusal a normal user gets from chmod 000 is raised here directly.
+    def refuse(_path):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "skills_en.csv"))
+
+    monkeypatch.setattr("skilltag.cli.load_taxonomy", refuse)
+    r = CliRunner().invoke(main, ["index", "-o", str(tmp_path / "i")])
+    assert r.exit_code == 2 and "Permission denied" in r.output and "skills_en.csv" in r.output
+    assert "Traceback" not in r.output
