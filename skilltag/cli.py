@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from skilltag.corpus import CorpusError, find_inputs
@@ -68,7 +69,11 @@ class SkilltagGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
-            Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # A closed pipe (`skilltag evaluate --json | head`) is the reader's choice, not an error;
+            # SKILLTAG_DEBUG=1 shows the traceback of anything else.
+            if isinstance(e, BrokenPipeError) or os.environ.get("SKILLTAG_DEBUG"):
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 

@@ -140,7 +140,9 @@ def _discover_local(spec: str, output: Path | None) -> list[InputFile]:
     elif p.exists():
         raise CorpusError(f"input {spec} is not a regular file or a directory (a pipe or a device?)")
     else:
-        paths = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file() and not _is_hidden(q))
+        # A pattern names data files: only marker files (_SUCCESS, .crc) are left out, not _batch1.jsonl.
+        paths = sorted(Path(q) for q in glob.glob(spec, recursive=True)
+                       if Path(q).is_file() and (_format_of(q) or not _is_hidden(q)))
     if not p.is_file():
         is_output: dict[Path, bool] = {}  # per directory: thousands of files share a few parents
 

@@ -32,12 +32,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _is_owned(marker: Path, keys: tuple[str, ...]) -> bool:
-    """``marker`` is a JSON object with ``keys``: written by skilltag, not a file that shares its name."""
+    """``marker`` is JSON (an object with ``keys`` if given): written by its tool, not a file that shares its name."""
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and all(k in data for k in keys)
+    return not keys or (isinstance(data, dict) and all(k in data for k in keys))
 
 
 def check_replaceable(final: Path, owned_by: str, kind: str, keys: tuple[str, ...]) -> None:

@@ -215,7 +215,9 @@ def corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in CORPUS_SUFFIXES)
+            # A `skilltag tag` output inside the corpus (it has _run.json) holds tagged ads, not corpus text.
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in CORPUS_SUFFIXES
+                           and not any((d / "_run.json").is_file() for d in f.parents if d.is_relative_to(p)))
             if not found:
                 raise PairsError(f"no job-ad files ({kinds}) found under {p}")
             files.extend(found)

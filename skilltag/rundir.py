@@ -65,9 +65,10 @@ class RunDir:
 
     def _clear(self) -> None:
         """Remove a previous job's output: only the entries a tag job writes, ``_run.json`` last, so a
-        kill part-way leaves a directory that ``--overwrite`` still recognises."""
+        kill part-way leaves a directory that ``--overwrite`` still recognises and no stale marker."""
         run_file = self.root / RUN_FILE
-        for entry in sorted(self.root.iterdir(), key=lambda e: e == run_file):
+        # Markers first (no shard counts as done once its part may be gone), _run.json last.
+        for entry in sorted(self.root.iterdir(), key=lambda e: (e != self.markers, e == run_file)):
             if self._own(entry):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 

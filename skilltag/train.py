@@ -331,4 +331,4 @@ def compact_copy(model_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
         # The generated model card names local paths and changes each run; training.json is the record.
         (out / "README.md").unlink(missing_ok=True)
 
-    return replace_dir(dest, write, owned_by=MANIFEST, kind="skilltag model", keys=MANIFEST_KEYS)
+    return replace_dir(dest, write, owned_by="modules.json", kind="sentence-transformers model", keys=())

@@ -167,3 +167,9 @@ def test_an_unreadable_file_is_one_line_not_a_traceback(monkeypatch, tmp_path):
     r = CliRunner().invoke(main, ["index", "-o", str(tmp_path / "i")])
     assert r.exit_code == 2 and "Permission denied" in r.output and "skills_en.csv" in r.output
     assert "Traceback" not in r.output
+
+
+def test_an_error_message_is_printed_verbatim(tmp_path):
+    odd = tmp_path / "ads [/x] [red]"  # rich markup in a path must neither crash nor vanish
+    r = CliRunner().invoke(main, ["tag", str(odd / "none.jsonl"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "[/x] [red]" in r.output and "Traceback" not in r.output

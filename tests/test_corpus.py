@@ -187,3 +187,6 @@ def test_the_output_directory_is_not_read_as_input(tmp_path):
     for spec in (str(root), str(root / "**")):
         names = [f.path.rsplit("/", 1)[1] for f in find_inputs(spec, FIELDS, output=root / "tagged")]
         assert names == ["a.jsonl", "b.parquet"], spec
+    # A pattern keeps a data file whose name starts with "_"; a directory walk skips it like _SUCCESS.
+    (root / "_batch1.jsonl").write_bytes((root / "a.jsonl").read_bytes())
+    assert [f.path.rsplit("/", 1)[1] for f in discover_inputs(str(root / "*.jsonl"))] == ["_batch1.jsonl", "a.jsonl"]

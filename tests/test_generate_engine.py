@@ -173,9 +173,11 @@ def test_limits_too_small_for_one_request_are_refused_before_any_request(skills,
         assert not server.arrivals()
 
 
-def test_an_endpoint_never_reached_stops_the_run_at_once(skills, tmp_path):
+def test_an_endpoint_never_reached_stops_after_one_requests_tries(skills, tmp_path):
     with pytest.raises(GenerateError, match="cannot connect .*is the server running and --base-url right"):
         run("http://127.0.0.1:9/v1", skills[:40], tmp_path, concurrency=4, max_attempts=3)
+    # Four workers refuse concurrently, yet no skill is given up on before its own tries with backoff ran out.
+    assert not read_jsonl(OutputStore(tmp_path).failed_path)
 
 
 def test_a_server_that_goes_away_stops_the_run_and_keeps_what_is_done(skills, tmp_path):

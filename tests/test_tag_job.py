@@ -159,7 +159,8 @@ def test_overwrite_recognises_a_job_killed_before_its_run_file(tmp_path, tagger,
     src = write_jsonl(tmp_path / "a.jsonl", ads)
     out = tmp_path / "out"
     run_tag_job(TagJob(str(src), str(out), shard_size=5), tagger)
-    (out / "_run.json").unlink()  # as a kill between --overwrite's deletions leaves it
+    (out / "_markers").rename(tmp_path / "markers")  # as a kill between --overwrite's deletions leaves it:
+    (out / "_run.json").unlink()  # markers go first, _run.json last
     with pytest.raises(RunMismatchError, match="holds no skilltag tag job"):
         run_tag_job(TagJob(str(src), str(out), shard_size=5), tagger)
     assert run_tag_job(TagJob(str(src), str(out), shard_size=5, overwrite=True), tagger)["ads"] == len(ads)

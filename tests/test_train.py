@@ -111,6 +111,7 @@ def test_compact_copy_is_fp16_on_disk_and_float32_when_loaded(tmp_path):
     assert {p.dtype for p in enc.model.parameters()} == {torch.float32}
     texts = ["Experience with MySQL databases.", "customer service"]
     assert np.abs(enc.encode(texts) - Encoder(stock_model_path(), device="cpu").encode(texts)).max() < 2e-3
+    assert compact_copy(stock_model_path(), out) == out, "an earlier copy is replaced"
 
 
 @pytest.mark.slow

@@ -278,3 +278,12 @@ def test_augment_edge_cases():
     assert glued == 2 and {p.sentence for p in out} <= {"a. b.", "b. a."}
     with pytest.raises(ValueError):
         augment(pairs, 1.5, random.Random(0))
+
+
+def test_distant_folder_skips_a_tag_output_inside_it(tax, tmp_path):
+    (tmp_path / "ads.txt").write_text("We need SQL skills.\n")
+    tagged = tmp_path / "tagged"
+    tagged.mkdir()
+    (tagged / "_run.json").write_text("{}")
+    (tagged / "part-00000-00000.parquet").write_bytes(b"not read")
+    assert labels_of(tax, distant_pairs([tmp_path], tax).pairs) == [("SQL", "We need SQL skills.")]

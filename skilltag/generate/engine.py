@@ -291,7 +291,7 @@ class Engine:
             "max_tokens": cfg.max_tokens,
             "temperature": cfg.temperature,
         }
-        tries = failures = throttled = 0
+        tries = failures = throttled = refused = 0
         while True:
             tries += 1
             await self._wait_out_pause()
@@ -308,7 +308,8 @@ class Engine:
             except aiohttp.ClientError as e:
                 cause, detail = "connection", f"{type(e).__name__}: {e}"
                 if isinstance(e, aiohttp.ClientConnectorError):
-                    self._check_reachable(detail)
+                    refused += 1
+                    self._check_reachable(detail, refused)
             else:
                 self._answered, self._refused = True, 0
                 message, code = _error_fields(body) if status != 200 else ("", None)
@@ -353,10 +354,11 @@ class Engine:
             if cause != "rate_limit":
                 await asyncio.sleep(backoff(failures, cfg.backoff_base, cfg.backoff_cap, self.rng))
 
-    def _check_reachable(self, detail: str) -> None:
+    def _check_reachable(self, detail: str, refused_here: int) -> None:
         """Stop on an endpoint that cannot be reached rather than fail skill after skill for hours.
 
-        Never answered: a wrong --base-url or a server not started, known after one skill's worth of tries.
+        Never answered: a wrong --base-url or a server not started, known once one request has spent
+        all its tries (with backoff, ~30 s by default: time for a server that is just starting).
         Answered before: down only once every connection has failed for ``unreachable_after`` seconds.
         """
         cfg = self.config
@@ -364,7 +366,7 @@ class Engine:
         if not self._refused:
             self._refused_since = now
         self._refused += 1
-        never = not self._answered and self._refused >= cfg.max_attempts
+        never = not self._answered and refused_here >= cfg.max_attempts
         down = self._answered and now - self._refused_since >= cfg.unreachable_after
         if never or down:
             how = "cannot connect" if never else f"no connection for {cfg.unreachable_after:g}s"
